@@ -1,0 +1,241 @@
+"""Scrub protected health information (PHI) from free training text.
+
+Patient messages in doctor-chat corpora carry names, phone numbers, dates and the
+like.  A model fine-tuned on them can memorise and regurgitate those, so every
+training example goes through :func:`scrub` first, which replaces each HIPAA Safe
+Harbor identifier that free text can carry with a readable placeholder.
+
+Only the standard library is used: the usual tool (presidio) needs a spaCy model
+download that is impossible offline, and regular expressions are auditable.  The
+rules are context driven (a name needs a cue such as "my name is" or "Dr.", a
+record number needs a label) so ordinary medical text - "HbA1c 6.5%",
+"5/325 mg", "BP 120/80", "type 2 diabetes" - passes through untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = ["PLACEHOLDERS", "scrub"]
+
+#: kind -> text that replaces it.  "mrn" covers every labelled identifier (record,
+#: account, health plan, license, certificate, device and vehicle numbers).
+#: "age" only fires for ages over 89, which Safe Harbor requires to be aggregated.
+PLACEHOLDERS: dict[str, str] = {
+    "url": "[URL]",
+    "email": "[EMAIL]",
+    "ip": "[IP]",
+    "ssn": "[SSN]",
+    "mrn": "[ID]",
+    "phone": "[PHONE]",
+    "date": "[DATE]",
+    "address": "[ADDRESS]",
+    "zip": "[ZIP]",
+    "name": "[NAME]",
+    "age": "90+",
+}
+
+# Convention: if a pattern has named groups starting with "v" and one of them took
+# part in the match, only that group is replaced, so the cue ("Dr.", "MRN:") stays.
+
+# http(s)://, www. or a bare domain with a common TLD; trailing punctuation is left.
+_URL = re.compile(
+    r"(?:\b(?:https?://|www\.)"
+    r"|(?<![@\w.-])(?=(?:[A-Za-z0-9-]+\.)+(?:com|org|net|gov|edu|io|info)\b))"
+    r"[^\s<>\"']*[^\s<>\"'.,;:!?)\]]"
+)
+
+# user@host.tld (the look-behind starts only at the head of a run: linear time)
+_LOCAL = r"[A-Za-z0-9._%+-]"
+_EMAIL = re.compile(rf"(?<!{_LOCAL}){_LOCAL}+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}\b")
+
+# Dotted-quad IPv4, and IPv6 either full (8 groups) or "::"-compressed.
+_H = r"[0-9A-Fa-f]{1,4}"
+_IP = re.compile(
+    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?!\w|\.\d)"
+    rf"|(?<![\w:])(?:{_H}(?::{_H}){{7}}|{_H}(?::{_H})*::(?:{_H}(?::{_H})*)?|::{_H}(?::{_H})*)(?![\w:])"
+)
+
+# 123-45-6789 anywhere; nine digits (any grouping) only after an SSN label.
+_SSN = re.compile(
+    r"\b(?:SSN|social security(?: number| no\.?| #)?)[ \t]*(?:is|:|#)?[ \t]*"
+    r"(?P<v>\d{3}[ -]?\d{2}[ -]?\d{4})\b"
+    r"|(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])",
+    re.IGNORECASE,
+)
+
+# A quantity, not an identifier: "200-1200 mg", "May 5 mg".
+_NO_UNIT = (
+    r"(?![ \t]*(?:%|(?i:mg|mcg|µg|g|kg|ml|l|iu|units?|mmhg|mmol|bpm|cells|copies|tabs?|tablets?|pills?"
+    r"|caps?|capsules?|doses?|drops?|puffs?|times|steps|k?cal|lbs?|miles|km|min|minutes?|hours?|days?"
+    r"|weeks?|months?|years?|percent)\b))"
+)
+
+# A label, an optional "number/no./#/ID", then a value of 4+ characters holding a
+# digit.  Runs before phones: a labelled digit run is an ID whatever its shape.
+_ID_LABEL = (
+    r"MRN|medical record|record|chart|patient ID|member ID|subscriber ID|insurance ID|health plan(?: ID)?"
+    r"|member|beneficiary(?: ID)?|Medicare|Medicaid|account|acct|policy|group|claim|case|reference|ref"
+    r"|licen[cs]e|certificate|cert|passport|serial|device ID|VIN|plate|(?<!, )ID"  # not "Boise, ID 83702"
+)
+_MRN = re.compile(
+    rf"\b(?:{_ID_LABEL})\b\.?(?:[ \t]+(?:number|num|no\.?|ID)\b\.?)?[ \t]*(?:is|was|:|#|-)?[ \t]*#?[ \t]*"
+    rf"(?P<v>(?=[A-Z0-9-]*\d)[A-Z0-9][A-Z0-9-]{{2,}}[A-Z0-9](?:[ ]\d{{4,}})*)\b(?![/.]\d){_NO_UNIT}",
+    re.IGNORECASE,
+)
+
+# US numbers ((555) 123-4567, 555.123.4567, +1 ...), 555-1234, bare 10 digits,
+# international "+CC ..." with at least 8 digits, trunk-0 national numbers
+# (07700 900123); an "ext. 123" / "x123" tail is included.
+_PHONE = re.compile(
+    r"(?:(?<![\w+/.-])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+    r"|(?<![\w+])\+(?=(?:[ ().-]*\d){8})\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){1,6}"
+    r"|(?<![\w/.-])(?:\d{3}-\d{4}|\d{10}|\(?0\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}))"
+    rf"(?:[ \t]*(?:ext\.?|x)[ \t]*\d{{1,5}})?(?![\w/-]){_NO_UNIT}"
+)
+
+# Numeric dates with two separators, month-name dates ("March 14, 2021", "14th of
+# Mar", "Mar 2021") and month/day after a cue ("since 3/14").  Bare years, single
+# slash ratios (5/325, 120/80, 24/7) and durations never match.
+_MON = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|(?-i:May)|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_D = r"(?:0?[1-9]|[12]\d|3[01])"
+_DAY = rf"{_D}(?:st|nd|rd|th)?"
+_YEAR = r"(?:19|20)\d{2}"
+_DATE = re.compile(
+    rf"\b{_DAY}[ \t/-]+(?:of[ \t]+)?{_MON}(?:,?[ \t/-]+{_YEAR})?\b"
+    rf"|\b{_MON}[ \t]+{_DAY}\b(?:,?[ \t]+{_YEAR}\b)?{_NO_UNIT}"
+    rf"|\b{_MON},?[ \t]+{_YEAR}\b"
+    rf"|(?<![\w/.-])(?:{_D}([/.-]){_D}\1(?:{_YEAR}|\d{{2}})|{_YEAR}([/.-])(?:0?[1-9]|1[0-2])\2{_D})"
+    r"(?![\w/-]|\.\d)"
+    r"|\b(?:on|since|from|until|till|by|dated|DOB:?|born)[ \t]+"
+    rf"(?P<v>(?:0?[1-9]|1[0-2])/{_D})(?![\w/]|[ \t]*(?:tabs?|tablets?|pills?|caps?|doses?|mg)\b)",
+    re.IGNORECASE,
+)
+
+# House number, optional direction, 1-3 capitalised words (or "5th"), a street
+# suffix, then an optional apartment/suite/unit.  Capitalisation keeps "walk 5
+# blocks on the way" out.
+_SUFFIX = "|".join(
+    f"[{w[0]}{w[0].lower()}]{w[1:]}"  # "Street"/"street" but not "ST" (ST elevation) or "CT" (scan)
+    for w in "Street St Avenue Ave Road Rd Boulevard Blvd Lane Ln Drive Dr Court Ct Way Place Pl Terrace"
+    " Ter Circle Cir Parkway Pkwy Highway Hwy Square Sq Trail Trl Crescent Close".split()
+)
+_ADDRESS = re.compile(
+    r"\b\d{1,6}[ \t]+(?:(?:[NSEW]\.?|North|South|East|West)[ \t]+)?"
+    rf"(?:(?:[A-Z][a-z]+|\d{{1,3}}(?:st|nd|rd|th))[ \t]+){{1,3}}(?:{_SUFFIX})\b\.?"
+    r"(?:,?[ \t]*(?i:apt|apartment|suite|ste|unit|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9-]+)?"
+    r"|\bP\.?[ \t]?O\.?[ \t]+Box[ \t]+\d+"
+)
+
+# Five (or 5+4) digits after a US state code, or after a "zip"/"postal code" label.
+_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ"
+    "|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY"
+)
+_ZIP = re.compile(
+    rf"\b(?:{_STATES}),?[ \t]+(?P<v>\d{{5}}(?:-\d{{4}})?)\b"
+    r"|\b(?i:zip(?:[ \t]*code)?|postal[ \t]+code)[ \t]*(?:is|:|#)?[ \t]*(?P<v2>\d{5}(?:-\d{4})?)\b"
+)
+
+# Names need a cue; capitalised words that often follow a cue but are not names are
+# refused ("I am Worried", "Thanks, Doctor", "Dr. Appointment").
+_NOT_NAMES = (
+    "I A An The This That These Those It He She We They You Your My Me Our His Her Their Is Am Are"
+    " Was Were Be Been Have Has Had Do Does Did Not No Yes So Very Also Just Still Now Then Here There"
+    " Please Thanks Thank Hello Hi Hey Dear Sir Madam Doctor Doc Dr Mr Mrs Ms Miss Mx Prof Professor"
+    " Team All Everyone Again In On At For From With To Of And But Or If When What Why How Who Which"
+    " Where Can Could Should Would Will May Might Must Sure Sorry Glad Happy Worried Scared Afraid"
+    " Concerned Confused Anxious Nervous Tired Sick Ill Pregnant Diabetic Hypertensive Allergic"
+    " Asthmatic Married Single Divorced Male Female Type Currently Really Always Never Only Unable"
+    " Able Fine Okay Ok Well Better Worse Good Bad New Old Young Regards Best Advance Appointment"
+    " Today Tomorrow Yesterday Monday Tuesday Wednesday Thursday Friday Saturday Sunday Hospital"
+    " Clinic Medical Center Health Patient Nurse Vitamin Covid Emergency Office Department Iam Im"
+    " Morning Evening Afternoon Greetings Muslim Hindu Christian Jewish Catholic Hispanic Latino Latina"
+    " Asian African American Indian British Canadian European Vegan Vegetarian"
+).split()
+_UP, _LO = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
+_TOKEN = (
+    rf"(?!(?:{'|'.join(_NOT_NAMES)})\b)"
+    rf"(?![{_UP}][{_LO}]+(?:ing|ied|ated|ened|ssed|ful|ous|ology)\b)"  # Having, Worried, Cardiology
+    rf"(?:[{_UP}]['’])?[{_UP}][{_LO}]+(?:-?[{_UP}][{_LO}]+)?\b"  # O'Brien, McDonald, Smith-Jones
+)
+_FULL = rf"(?:[{_UP}]\.[ \t]?)?{_TOKEN}(?:[ \t]+(?:[{_UP}]\.[ \t]?)?{_TOKEN}){{0,2}}"
+_RELATIVE = (
+    r"son|daughter|wife|husband|mother|mom|mum|father|dad|brother|sister|partner|boyfriend|girlfriend"
+    r"|friend|ex|fianc[eé]e?|child|kid|twin|roommate|neighbou?r|colleague|baby|grandson|granddaughter"
+    r"|grandmother|grandfather|grandma|grandpa|aunt|uncle|niece|nephew"
+)
+_NAME = re.compile(
+    r"(?:\b(?:[Mm]rs?|M[sx]|Miss|[Dd]r|[Dd]octor|[Pp]rof(?:essor)?)\.?[ \t]+"  # honorific
+    r"|\b(?:[Mm]y (?:full )?name is|[Mm]y name's|[Nn]ame is|[Tt]his is|I am|I['’]m|[Ii]m|[Cc]all me)"
+    r"[ \t]+"  # self-introduction
+    r"|\b(?:[Pp]atient(?: [Nn]ame)?|[Pp]t|[Ff]ull [Nn]ame|[Nn]ame)[ \t]*:[ \t]*"  # form fields
+    rf"|\b[Mm]y[ \t]+(?:[\w-]+[ \t]+){{0,3}}(?:{_RELATIVE})[ \t]*,?[ \t]+"  # "my twin sister Hannah"
+    r"|\b(?:(?:[Bb]est|[Kk]ind|[Ww]arm) (?:[Rr]egards|[Ww]ishes)|[Rr]egards|[Tt]hanks|[Tt]hank you"
+    r"|[Mm]any thanks|[Ss]incerely|[Ss]igned|[Cc]heers|[Bb]est|[Yy]ours(?: truly| sincerely)?)"
+    r"[ \t]*[,\n][ \t\n]*)"  # sign-off: "Regards, John"
+    rf"(?P<v>{_FULL})"
+    r"|\b[Mm]y name is[ \t]+(?!(?:not|a|an|the|withheld|private|confidential|anonymous)\b)"
+    rf"(?P<v2>[{_LO}]+(?:[ \t]+(?!(?:and|i|im|from|aged?|am|my|with|but|so|is|was)\b)[{_LO}]+)?)"
+    rf"|(?:^|(?<=[\n.!?]))[ \t]*-{{1,2}}[ \t]*(?P<v3>{_FULL})(?=[ \t]*(?:\n|$))"  # "- Anna" ends a line
+    rf"|\b(?:[Hh]i|[Hh]ello|[Hh]ey|[Dd]ear)[ \t]+(?P<v4>{_FULL})(?=[ \t]*[,!\n])"  # greeting
+)
+
+# Ages over 89 ("age 93", "93 years old", "93-year-old", "93 y/o") become "90+".
+_AGE = re.compile(
+    rf"\b(?:aged?|I am|I['’]m)[ \t]*:?[ \t]*(?P<v>9\d|1[01]\d)\b(?![/.,]\d){_NO_UNIT}"
+    r"|\b(?P<v2>9\d|1[01]\d)(?=[ \t-]*(?:years?|yrs?)[ \t-]*old\b|[ \t-]*(?:yo|y/o|y\.o\.)(?!\w))",
+    re.IGNORECASE,
+)
+
+#: Application order.  URLs and e-mails first (their digits and dots would
+#: otherwise feed the phone, IP and date rules), IPs before dates ("10.1.2.3"),
+#: SSNs and labelled IDs before phones, dates before addresses, and names last so
+#: that a placeholder can never be mistaken for a cue.
+_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("url", _URL),
+    ("email", _EMAIL),
+    ("ip", _IP),
+    ("ssn", _SSN),
+    ("mrn", _MRN),
+    ("phone", _PHONE),
+    ("date", _DATE),
+    ("address", _ADDRESS),
+    ("zip", _ZIP),
+    ("name", _NAME),
+    ("age", _AGE),
+)
+
+
+def _apply(kind: str, pattern: re.Pattern[str], text: str, counts: dict[str, int]) -> str:
+    """Replace every match of ``pattern`` (or just its ``v*`` group) and count it."""
+
+    def repl(m: re.Match[str]) -> str:
+        start, end = m.span()
+        for group in pattern.groupindex:
+            if group.startswith("v") and m.group(group) is not None:
+                start, end = m.span(group)
+                break
+        counts[kind] = counts.get(kind, 0) + 1
+        whole = m.group()
+        return whole[: start - m.start()] + PLACEHOLDERS[kind] + whole[end - m.start() :]
+
+    return pattern.sub(repl, text)
+
+
+def scrub(text: str) -> tuple[str, dict[str, int]]:
+    """Return ``text`` with PHI replaced by placeholders, and counts per kind found.
+
+    The text is NFC-normalised first so that a decomposed accent (``e`` + U+0301)
+    matches the name rules; NFC leaves already-composed and ASCII text unchanged.
+    Kinds with no hit are absent from the counts.
+    """
+    counts: dict[str, int] = {}
+    text = unicodedata.normalize("NFC", text)
+    for kind, pattern in _RULES:
+        text = _apply(kind, pattern, text, counts)
+    return text, counts

