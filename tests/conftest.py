@@ -69,7 +69,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
-                      bos_token_id=None, tie_word_embeddings=True)
+                      bos_token_id=None, tie_word_embeddings=True, initializer_range=0.3)
     model = LlamaForCausalLM(cfg)
     out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out)

@@ -2,11 +2,10 @@ import json
 
 import pytest
 
+from conftest import shared_file
 from medtune.data import formats, sources
 from medtune.data.formats import RowError, detect_format
 from medtune.errors import MedtuneError
-
-from conftest import shared_file, write_jsonl
 
 
 def test_jsonl_reports_bad_lines_with_numbers(tmp_path):
@@ -88,7 +87,7 @@ def test_real_files_load_through_adapters(name):
     path = shared_file(name)
     good = bad = 0
     fmt = None
-    for _, row, err in sources.iter_file_rows(path):
+    for _, row, _err in sources.iter_file_rows(path):
         if row is None:
             bad += 1
             continue

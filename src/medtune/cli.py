@@ -180,6 +180,12 @@ def _quiet_libraries(verbose: bool) -> None:
         for name in ("transformers", "datasets", "accelerate", "peft", "torch", "httpx", "huggingface_hub"):
             logging.getLogger(name).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,7 @@ class DataConfig:
 class LoraConfig:
     r: int = _f(16, "LoRA rank.")
     alpha: int = _f(32, "LoRA alpha (scaling = alpha / r).")
-    dropout: float = _f(0.05, "Dropout on the LoRA input.")
+    dropout: float = _f(0.0, "Dropout on the LoRA input (0 is fastest on CPU; the GPU recipes use 0.05).")
     target_modules: list[str] = _f(["all-linear"], "Modules to adapt: 'all-linear' or names like q_proj.")
 
 
@@ -95,6 +95,7 @@ class TrainConfig:
 class EvalConfig:
     max_new_tokens: int = _f(96, "Longest greedy answer when sampling or scoring generations.")
     max_generations: int = _f(32, "At most this many greedy answers per model in an evaluation.")
+    repetition_penalty: float = _f(1.15, "Penalty on repeated tokens in greedy answers (1 = none); same for base and tuned.")
     show_samples: int = _f(3, "Answers printed side by side (base vs tuned) at the end of a run.")
     max_eval_rows: int = _f(200, "Rows of the test split used for held-out loss.")
     batch_size: int = _f(8, "Sequences per scoring batch.")

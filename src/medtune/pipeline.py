@@ -60,7 +60,8 @@ def train_run(cfg: Config, *, hold_out_test: bool) -> TrainedRun:
     else:
         manifest = prepare(cfg.data.sources, data_dir, cfg.data, cfg.seed, hold_out_test=hold_out_test)
         _print_prepared(manifest, data_dir)
-    model, tok, src = load_for_training(cfg.model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
+    model, tok, src = load_for_training(cfg.model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                                       seed=cfg.seed)
     provenance.write_setup(run_dir, cfg, tok)
     summary = recipe.train(cfg, data_dir, run_dir, model, tok)
     model.peft_config["default"].base_model_name_or_path = src.name
@@ -92,7 +93,8 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     tuned = heldout_loss(tr.model, examples, pad, cfg.eval.batch_size, base=False)
     n_show = min(cfg.eval.show_samples, cfg.eval.max_generations, len(rows))
     convs = [[m for m in r["messages"] if m["role"] != "assistant"][:2] for r in rows[:n_show]]
-    kw = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size}
+    kw = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size,
+          "repetition_penalty": cfg.eval.repetition_penalty}
     base_ans = greedy_answers(tr.model, tr.tok, convs, cfg.data.system_prompt, base=True, desc="base answers", **kw)
     tuned_ans = greedy_answers(tr.model, tr.tok, convs, cfg.data.system_prompt, base=False, desc="tuned answers", **kw)
     samples = [{"question": c[-1]["content"], "reference": _ref(r), "base": b, "tuned": t}

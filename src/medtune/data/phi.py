@@ -170,7 +170,8 @@ _RELATIVE = (
     r"|grandmother|grandfather|grandma|grandpa|aunt|uncle|niece|nephew"
 )
 _NAME = re.compile(
-    r"(?:\b(?:[Mm]rs?|M[sx]|Miss|[Dd]r|[Dd]octor|[Pp]rof(?:essor)?)\.?[ \t]+"  # honorific
+    r"(?:\b(?:[Mm]rs?|M[sx]|Miss|[Dd]r|[Pp]rof)\.?[ \t]+|\b(?:[Dd]octor|[Pp]rofessor)[ \t]+"  # honorific;
+    # "doctor." ends a sentence ("Talk to your doctor. Find out …"), so the long forms take no period
     r"|\b(?:[Mm]y (?:full )?name is|[Mm]y name's|[Nn]ame is|[Tt]his is|I am|I['’]m|[Ii]m|[Cc]all me)"
     r"[ \t]+"  # self-introduction
     r"|\b(?:[Pp]atient(?: [Nn]ame)?|[Pp]t|[Ff]ull [Nn]ame|[Nn]ame)[ \t]*:[ \t]*"  # form fields

@@ -31,7 +31,7 @@ def heldout_loss(model: Any, examples: list[Example], pad_id: int, batch_size: i
 
 @torch.no_grad()
 def greedy_answers(model: Any, tok: Any, conversations: list[list[dict[str, str]]], system_prompt: str,
-                   max_new_tokens: int, *, base: bool, batch_size: int = 8,
+                   max_new_tokens: int, *, base: bool, batch_size: int = 8, repetition_penalty: float = 1.0,
                    desc: str = "generating") -> list[str]:
     """Greedy answers, batched with left padding; stops at the end-of-turn token."""
     model.eval()
@@ -50,6 +50,7 @@ def greedy_answers(model: Any, tok: Any, conversations: list[list[dict[str, str]
                 mask[r, width - len(prompts[i]):] = 1
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                  max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                 repetition_penalty=repetition_penalty,
                                  pad_token_id=tok.pad_token_id)
             for r, i in enumerate(idx):
                 out[i] = tok.decode(gen[r, width:], skip_special_tokens=True).strip()

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,53 @@ def clear_quantizer_marks(model: Any) -> None:
         del model.config.quantization_config
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEDTUNE_CACHE", Path.home() / ".cache" / "medtune"))
+
+
+def dequantized_folder(src: ModelSource) -> Path:
+    """A GGUF model converted once into an ordinary HF folder (fp32 safetensors + tokenizer), then reused.
+
+    Parsing and de-quantizing a GGUF costs ~15 s on 2 cores (the file is read three times: config,
+    tokenizer, weights); loading the converted folder takes ~1 s. The cache key is the file's path, size
+    and modification time, and the transformers version that converted it.
+    """
+    import hashlib
+
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(src.path) / str(src.gguf_file)
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode())
+    folder = cache_dir() / "gguf" / f"{gguf.stem}-{key.hexdigest()[:12]}"
+    if (folder / "config.json").exists():
+        return folder
+    log.info("converting %s to a plain model folder once (cached in %s)", gguf.name, folder)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, dtype=torch.float32)
+    clear_quantizer_marks(model)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished the same conversion first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _plain(src: ModelSource) -> ModelSource:
+    """Where from_pretrained should read: the converted folder for a GGUF, else the source itself."""
+    if not src.gguf_file:
+        return src
+    return ModelSource(src.spec, "folder", str(dequantized_folder(src)), None, src.name, src.license)
+
+
 def load_tokenizer(src: ModelSource, cfg: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
-    kw: dict[str, Any] = {"gguf_file": src.gguf_file} if src.gguf_file else {}
-    tok = _from_pretrained(AutoTokenizer, src, cfg, kw)
+    tok = _from_pretrained(AutoTokenizer, _plain(src), cfg, {})
     if cfg.chat_template:
         tok.chat_template = cfg.chat_template
     if not getattr(tok, "chat_template", None):
@@ -102,14 +145,10 @@ def load_base(src: ModelSource, cfg: ModelConfig, *, device: str | None = None) 
     from transformers import AutoModelForCausalLM
 
     kw: dict[str, Any] = {"dtype": _DTYPES[cfg.dtype]}
-    if src.gguf_file:
-        kw["gguf_file"] = src.gguf_file
     if cfg.quantize != "none":
         kw["quantization_config"] = _bnb_config(cfg.quantize)
         kw["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = _from_pretrained(AutoModelForCausalLM, src, cfg, kw)
-    if src.gguf_file:
-        clear_quantizer_marks(model)
+    model = _from_pretrained(AutoModelForCausalLM, _plain(src), cfg, kw)
     if device and cfg.quantize == "none":
         model.to(device)
     return model
@@ -144,8 +183,8 @@ def _from_pretrained(cls: Any, src: ModelSource, cfg: ModelConfig, kw: dict[str,
 
 
 def load_for_training(cfg: ModelConfig, lora: LoraConfig, *, gradient_checkpointing: bool = False,
-                      device: str | None = None) -> tuple[Any, Any, ModelSource]:
-    """Base model + tokenizer with fresh LoRA adapters; only adapter weights require grad."""
+                      device: str | None = None, seed: int = 42) -> tuple[Any, Any, ModelSource]:
+    """Base model + tokenizer with fresh LoRA adapters (seeded init); only adapter weights require grad."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -162,6 +201,7 @@ def load_for_training(cfg: ModelConfig, lora: LoraConfig, *, gradient_checkpoint
     targets: Any = "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
     peft_cfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                               target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(seed)
     model = get_peft_model(model, peft_cfg)
     return model, tok, src
 
@@ -178,9 +218,8 @@ def load_for_inference(spec: str, cfg: ModelConfig | None = None) -> tuple[Any, 
     cfg = cfg or ModelConfig(name=spec)
     src = resolve(spec, cfg.gguf_file)
     if src.kind == "run":
-        from peft import PeftModel
-
         import yaml
+        from peft import PeftModel
 
         run_cfg = yaml.safe_load((Path(src.path) / "config.yaml").read_text())
         base_cfg = ModelConfig(**run_cfg["model"])

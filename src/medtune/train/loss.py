@@ -21,6 +21,49 @@ def _base(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+CE_CHUNK = 512  # answer tokens per slice of the vocabulary projection: bounds memory to CE_CHUNK x vocab
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum(cross_entropy(hidden @ weight.T, targets)) for a *frozen* weight, never holding N x vocab logits.
+
+    The gradient with respect to `hidden` is computed slice by slice during the forward pass (softmax minus
+    one-hot, times the weight), so backward only scales it. Same arithmetic as full logits, with peak
+    memory of one slice instead of four N x vocab buffers (logits, log-softmax, and their gradients).
+    The idea is Liger-Kernel's fused linear cross-entropy, which is Triton/GPU-only; this is a CPU-friendly
+    torch version of it.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        for s in range(0, hidden.size(0), CE_CHUNK):
+            h, t = hidden[s: s + CE_CHUNK].to(weight.dtype), targets[s: s + CE_CHUNK]
+            logits = (h @ weight.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if grad is not None:
+                probs = torch.exp_(logits.sub_(lse[:, None]))
+                probs[torch.arange(t.numel(), device=t.device), t] -= 1.0
+                grad[s: s + CE_CHUNK] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_out.to(grad.dtype) if grad is not None else None), None, None
+
+
+def answer_cross_entropy(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of `head(hidden)` against targets; memory-light when the head is frozen."""
+    weight = getattr(head, "weight", None)
+    if weight is not None and not weight.requires_grad and getattr(head, "bias", None) is None:
+        return _LinearCrossEntropy.apply(hidden, weight, targets)
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
 class AnswerLoss(nn.Module):
     """forward(batch) -> (sum of token losses, number of answer tokens)."""
 
@@ -35,8 +78,7 @@ class AnswerLoss(nn.Module):
                                     use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
-        logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-        loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        loss = answer_cross_entropy(hidden[:, :-1][keep], base.get_output_embeddings(), targets[keep])
         return loss, keep.sum()
 
 
