@@ -95,7 +95,7 @@ class TrainConfig:
 class EvalConfig:
     max_new_tokens: int = _f(96, "Longest greedy answer when sampling or scoring generations.")
     max_generations: int = _f(32, "At most this many greedy answers per model in an evaluation.")
-    repetition_penalty: float = _f(1.15, "Penalty on repeated tokens in greedy answers (1 = none); same for base and tuned.")
+    repetition_penalty: float = _f(1.15, "Penalty on repeated tokens in greedy answers (1 = none), for both models.")
     show_samples: int = _f(3, "Answers printed side by side (base vs tuned) at the end of a run.")
     max_eval_rows: int = _f(200, "Rows of the test split used for held-out loss.")
     batch_size: int = _f(8, "Sequences per scoring batch.")

@@ -6,6 +6,7 @@ run:   train (holding out a test split) -> base vs tuned on the test split -> sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -60,7 +61,12 @@ def train_run(cfg: Config, *, hold_out_test: bool) -> TrainedRun:
     else:
         manifest = prepare(cfg.data.sources, data_dir, cfg.data, cfg.seed, hold_out_test=hold_out_test)
         _print_prepared(manifest, data_dir)
-    model, tok, src = load_for_training(cfg.model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
+    model_cfg = cfg.model
+    if recipe.resolve_precision(cfg.train.precision, recipe.device_type()) == "bf16" and model_cfg.quantize == "none":
+        # frozen weights are kept in bf16 anyway (see recipe.frozen_weights_to): load them so, and skip the fp32
+        # copy; PEFT still creates the LoRA weights in fp32
+        model_cfg = dataclasses.replace(model_cfg, dtype="bfloat16")
+    model, tok, src = load_for_training(model_cfg, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
                                        seed=cfg.seed)
     provenance.write_setup(run_dir, cfg, tok)
     summary = recipe.train(cfg, data_dir, run_dir, model, tok)

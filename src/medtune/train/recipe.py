@@ -46,6 +46,10 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def resolve_precision(precision: str, device: str) -> str:
     if precision != "auto":
         return precision
@@ -116,9 +120,9 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     torch.manual_seed(cfg.seed)
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = resolve_precision(t.precision, device_type)
-    acc = Accelerator(cpu=device_type == "cpu", mixed_precision={"fp32": "no"}.get(precision, precision))
+    device = device_type()
+    precision = resolve_precision(t.precision, device)
+    acc = Accelerator(cpu=device == "cpu", mixed_precision={"fp32": "no"}.get(precision, precision))
 
     train_ex = tokenize_rows(load_split(data_dir, "train"), tok, cfg.data.system_prompt, t.max_length)
     val_ex = tokenize_rows(load_split(data_dir, "val"), tok, cfg.data.system_prompt, t.max_length)
@@ -231,7 +235,7 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
             "seconds": round(seconds, 1),
             "tokens_per_s": round(tokens_seen * acc.num_processes / max(seconds, 1e-9), 1),
             "final_loss": _last_loss(metrics_path), "eval_loss": last_eval,
-            "peak_memory_mb": _peak_memory_mb(device_type), "threads": torch.get_num_threads(),
+            "peak_memory_mb": _peak_memory_mb(device), "threads": torch.get_num_threads(),
             "processes": acc.num_processes}
 
 
@@ -250,8 +254,8 @@ def _last_loss(path: Path) -> float | None:
     return lines[-1]["loss"] if lines else None
 
 
-def _peak_memory_mb(device_type: str) -> float:
-    if device_type == "cuda":
+def _peak_memory_mb(device: str) -> float:
+    if device == "cuda":
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     try:
         import resource
