@@ -18,7 +18,7 @@ from typing import Any
 from medtune.config import Config
 from medtune.data.prepare import load_split, prepare
 from medtune.errors import MedtuneError
-from medtune.model.load import load_for_training
+from medtune.model.load import load_for_training, resolve
 from medtune.train import provenance, recipe
 
 log = logging.getLogger("medtune")
@@ -46,6 +46,7 @@ def run_dir_for(cfg: Config) -> Path:
 def train_run(cfg: Config, *, hold_out_test: bool) -> TrainedRun:
     run_dir = run_dir_for(cfg)
     data_dir = run_dir / "data"
+    resolve(cfg.model.name, cfg.model.gguf_file)  # a missing model fails before any data work
     if cfg.train.resume:
         if not (data_dir / "manifest.json").exists():
             raise MedtuneError(f"--resume: {run_dir} has no prepared data; start the run without --resume")

@@ -80,9 +80,14 @@ def prompt_ids(tokenizer: Any, conv: Conversation, system_prompt: str) -> list[i
     return _render(tokenizer, conv, generation_prompt=True)
 
 
-def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; labels of padding are -100, attention mask marks real tokens."""
+def collate(examples: Sequence[Example], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; labels of padding are -100, attention mask marks real tokens.
+
+    `multiple` rounds the width up (e.g. 32): fewer distinct shapes means the CPU matmul library (oneDNN)
+    reuses its cached kernels instead of building and keeping one per sequence length.
+    """
     width = max(len(e.input_ids) for e in examples)
+    width = -(-width // multiple) * multiple
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)

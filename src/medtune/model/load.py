@@ -71,8 +71,31 @@ def resolve(spec: str, gguf_file: str | None = None) -> ModelSource:
             raise MedtuneError(f"{path}: not a model folder (no config.json) and not a medtune run folder")
         return ModelSource(spec, "folder", str(path), gguf_file, path.name)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        check_hub_model(spec)
         return ModelSource(spec, "hub", spec, gguf_file, spec)
     raise MedtuneError(f"model '{spec}': not 'default', a .gguf file, a local folder, or a hub id (owner/name)")
+
+
+def check_hub_model(repo_id: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after a minute of retries, when a hub model can be neither cached nor fetched."""
+    import socket
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return  # in the local HF cache: loads offline
+    tried = f"tried the local folder ./{repo_id} (not found) and the Hugging Face cache (not there)"
+    if constants.HF_HUB_OFFLINE:
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        host = constants.ENDPOINT.split("://")[-1].split("/")[0]
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            return
+        except OSError as e:
+            reason = f"{host} is unreachable ({e.strerror or e})"
+    raise MedtuneError(f"cannot load model '{repo_id}': {tried}; {reason}. Without network, pass --model default "
+                       "(the embedded SmolLM2-135M), a local model folder, or a .gguf file.")
 
 
 def clear_quantizer_marks(model: Any) -> None:

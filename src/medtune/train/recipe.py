@@ -35,6 +35,7 @@ from medtune.train import checkpoint
 from medtune.train.loss import AnswerLoss
 
 log = logging.getLogger("medtune.train")
+PAD_MULTIPLE = 32  # batch widths are rounded up to this: a few reusable kernel shapes instead of hundreds
 
 
 def cpu_supports_bf16() -> bool:
@@ -184,7 +185,8 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
             n_answer = sum(sum(train_ex[i].n_answer for i in b) for _, b in micro)
             step_loss, real_tokens = 0.0, 0
             for _, b in micro:
-                batch = {k: v.to(acc.device) for k, v in collate([train_ex[i] for i in b], pad_id).items()}
+                rows = [train_ex[i] for i in b]
+                batch = {k: v.to(acc.device) for k, v in collate(rows, pad_id, PAD_MULTIPLE).items()}
                 real_tokens += int(batch["attention_mask"].sum())
                 with autocast():
                     loss_sum, _ = loss_model(**batch)
