@@ -57,3 +57,12 @@ def test_length_grouped_batches_cover_every_row_once():
     assert padded < 0.8 * padded_plain  # grouping cuts padding
     again = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(1), True)
     assert again == batches  # same seed, same order: what resume relies on
+
+
+def test_collate_rounds_width_to_a_multiple(tiny_tokenizer):
+    a = encode(tiny_tokenizer, _conv(), SYSTEM, 512)
+    batch = collate([a], tiny_tokenizer.pad_token_id, multiple=32)
+    width = batch["input_ids"].shape[1]
+    assert width % 32 == 0 and len(a.input_ids) <= width < len(a.input_ids) + 32
+    assert int(batch["attention_mask"].sum()) == len(a.input_ids)
+    assert (batch["labels"][0, len(a.input_ids):] == IGNORE).all()

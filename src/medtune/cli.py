@@ -128,6 +128,29 @@ def cmd_run(args: argparse.Namespace) -> None:
           f"  data/ (train/val/test + manifest.json), metrics.jsonl, checkpoints/, eval_heldout.json")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from medtune.eval.suite import evaluate
+
+    if not args.data:
+        raise MedtuneError("pass at least one evaluation file with --data FILE")
+    report = evaluate(args.model, args.base, args.data, limit=args.limit, output=Path(args.output))
+    print(f"{'dataset':<28}{'kind':<6}{'n':>5}  {'metric':<11}{'model':>8}  {'95% CI':<15}"
+          + (f"{'base':>8}{'delta':>9}{'p':>7}" if args.base else ""))
+    for name, e in report["datasets"].items():
+        for m, v in e["metrics"].items():
+            line = f"{name[:27]:<28}{e['kind']:<6}{e['n']:>5}  {m:<11}{v['value']:>8.3f}  " \
+                   f"{v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}  "
+            if args.base:
+                d = e["delta"][m]
+                line += f"{e['base_metrics'][m]['value']:>8.3f}{d['value']:>+9.3f}{d['p_value']:>7.3f}"
+            print(line)
+        if e["rejects"]:
+            print(f"  ({len(e['rejects'])} rows not scored: {e['rejects'][0]['id']}: {e['rejects'][0]['reason']} …)")
+    print(f"report: {args.output}/report.json and report.md")
+
+
 def cmd_datasets(args: argparse.Namespace) -> None:
     from medtune.data.catalog import CATALOG, local_paths
 
@@ -164,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
         training=False)
     add("train", cmd_train, "fine-tune with LoRA; writes the adapter and its provenance to the run folder")
     add("config", cmd_config, "print the resolved config (defaults < --config < --set < flags)")
+    ev = sub.add_parser("eval", help="score a model (and its base, same prompts) with 95%% CIs",
+                        description="Score a model on evaluation files: multiple choice (acc, lm-eval MMLU "
+                        "protocol) and open QA (perplexity of the reference answer); with --base, the same "
+                        "items and prompts for both and a paired bootstrap of the difference.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--model", default="default", help="default, a run folder, a hub id/folder, or a .gguf")
+    ev.add_argument("--base", help="a second model scored identically (e.g. the run's base: default)")
+    ev.add_argument("--data", action="append", metavar="FILE", help="evaluation file (repeatable)")
+    ev.add_argument("--limit", type=int, help="score at most N rows per file")
+    ev.add_argument("--output", default="eval", help="folder for report.json and report.md")
+    ev.set_defaults(func=cmd_eval)
     ds = sub.add_parser("datasets", help="list the datasets medtune knows by name")
     ds.set_defaults(func=cmd_datasets)
     return p

@@ -1,0 +1,169 @@
+"""`medtune eval`: score a model (and optionally its base, with identical prompts) on evaluation files.
+
+The kind of each file is detected from its fields (the schemas of ../shared/data/README.md). Supported
+now: multiple choice (`acc`, lm-eval MMLU protocol) and open QA (`perplexity` of the reference answer,
+answer tokens only). Every figure carries a 95% bootstrap CI; with a base model, `delta` holds the paired
+bootstrap of tuned minus base. report.json follows the contract in the evaluation issue:
+{"model", "base", "datasets": {NAME: {"kind", "n", "metrics": {M: {"value", "ci95"}}, "base_metrics", "delta"}}}
+
+Run as: medtune eval --model SPEC [--base SPEC] --data FILE [--data ...] [--limit N] --output DIR
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtune.config import DEFAULT_SYSTEM_PROMPT
+from medtune.data import sources
+from medtune.data.formats import RowError, qa
+from medtune.data.tokenize import collate, encode
+from medtune.errors import MedtuneError
+from medtune.eval.mcq import score_mcq
+from medtune.eval.stats import bootstrap_ci, paired_bootstrap
+
+EXPECTED = {
+    "mcq": "question + options + answer (multiple choice)",
+    "qa": "question + answer (open QA)",
+    "yesno": "question + context + answer yes/no/maybe",
+    "safety": "prompt + category (+ safe_response)",
+}
+SUPPORTED = ("mcq", "qa")
+
+
+def detect_kind(fields: set[str]) -> str | None:
+    if "options" in fields and "answer" in fields:
+        return "mcq"
+    if "prompt" in fields and ("category" in fields or "safe_response" in fields):
+        return "safety"
+    if {"question", "context", "answer"} <= fields:
+        return "yesno"
+    if {"question", "answer"} <= fields:
+        return "qa"
+    return None
+
+
+def read_eval_file(path: Path, limit: int | None) -> tuple[str, list[dict[str, Any]], list[dict[str, str]]]:
+    """(kind, rows, rejects); a row of another shape than the first is a counted reject, not a crash."""
+    kind, rows, rejects = None, [], []
+    for where, row, error in sources.iter_file_rows(path):
+        if row is None:
+            rejects.append({"id": where, "reason": str(error)})
+            continue
+        k = detect_kind(set(row))
+        if kind is None:
+            if k is None:
+                raise MedtuneError(f"{where}: unknown evaluation file shape (fields {sorted(row)}); expected one of: "
+                                   + "; ".join(f"{n}: {v}" for n, v in EXPECTED.items()))
+            kind = k
+        if k != kind:
+            rejects.append({"id": str(row.get("id", where)), "reason": f"a {k or 'unknown'} row in a {kind} file"})
+            continue
+        rows.append(row)
+        if limit and len(rows) >= limit:
+            break
+    if kind is None:
+        raise MedtuneError(f"{path}: no readable rows")
+    if kind not in SUPPORTED:
+        raise MedtuneError(f"{path}: {kind} files are not scored by this version of medtune eval "
+                           f"(supported: {', '.join(SUPPORTED)})")
+    return kind, rows, rejects
+
+
+def _qa_losses(model: Any, tok: Any, rows: list[dict[str, Any]], system_prompt: str,
+               batch_size: int = 8) -> tuple[list[float], list[int], list[dict[str, str]]]:
+    """Per-item summed answer-token loss and token count (for perplexity), in row order."""
+    import torch
+
+    from medtune.train.loss import AnswerLoss
+
+    examples, keep, rejects = [], [], []
+    for i, row in enumerate(rows):
+        try:
+            examples.append(encode(tok, qa(row, {}), system_prompt, 1024))
+            keep.append(i)
+        except RowError as e:
+            rejects.append({"id": str(row.get("id", i + 1)), "reason": str(e)})
+    lm = AnswerLoss(model).eval()
+    sums, counts = [], []
+    with torch.no_grad():
+        for e in examples:
+            loss, n = lm(**collate([e], tok.pad_token_id))
+            sums.append(float(loss))
+            counts.append(int(n))
+    return sums, counts, rejects
+
+
+def _ppl_stat(pairs: np.ndarray) -> float:
+    return math.exp(pairs[:, 0].sum() / max(pairs[:, 1].sum(), 1))
+
+
+def score(model: Any, tok: Any, kind: str, rows: list[dict[str, Any]],
+          system_prompt: str) -> tuple[dict[str, Any], list[float], list[dict[str, str]]]:
+    """({metric: {value, ci95}}, per-item values for pairing, rejects)."""
+    if kind == "mcq":
+        correct, rejects = score_mcq(model, tok, rows)
+        v, lo, hi = bootstrap_ci(correct)
+        return {"acc": {"value": v, "ci95": [lo, hi]}}, [float(c) for c in correct], rejects
+    sums, counts, rejects = _qa_losses(model, tok, rows, system_prompt)
+    pairs = np.array(list(zip(sums, counts)), dtype=float)
+    v, lo, hi = bootstrap_ci(np.arange(len(pairs)), lambda idx: _ppl_stat(pairs[idx.astype(int)]))
+    per_item = [s / max(c, 1) for s, c in zip(sums, counts)]
+    return {"perplexity": {"value": v, "ci95": [lo, hi]}}, per_item, rejects
+
+
+def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: int | None,
+             output: Path) -> dict[str, Any]:
+    from medtune.model.load import load_for_inference, run_info
+
+    files = [(Path(d).stem, Path(d)) for d in data]
+    loaded = [(name, *read_eval_file(p, limit)) for name, p in files]
+    report: dict[str, Any] = {"model": model_spec, "base": base_spec, "datasets": {}}
+    per_item: dict[str, dict[str, list[float]]] = {}
+    specs = [("model", model_spec)] + ([("base", base_spec)] if base_spec else [])
+    for role, spec in specs:
+        model, tok, src = load_for_inference(spec)
+        system_prompt = run_info(spec).get("system_prompt", DEFAULT_SYSTEM_PROMPT) if src.kind == "run" \
+            else DEFAULT_SYSTEM_PROMPT
+        for name, kind, rows, file_rejects in loaded:
+            metrics, items, rejects = score(model, tok, kind, rows, system_prompt)
+            entry = report["datasets"].setdefault(name, {"kind": kind, "n": len(items), "metrics": {},
+                                                         "rejects": file_rejects + rejects})
+            entry["metrics" if role == "model" else "base_metrics"] = metrics
+            per_item.setdefault(name, {})[role] = items
+        del model
+    if base_spec:
+        for name, entry in report["datasets"].items():
+            t, b = per_item[name]["model"], per_item[name]["base"]
+            key = next(iter(entry["metrics"]))
+            entry["delta"] = {key: paired_bootstrap(t, b)}
+    write_report(report, output)
+    return report
+
+
+def write_report(report: dict[str, Any], output: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    tmp = output / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(output / "report.json")
+    (output / "report.md").write_text(markdown(report))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Evaluation of {report['model']}" + (f" vs base {report['base']}" if report["base"] else ""), "",
+             "| dataset | kind | n | metric | model (95% CI) | base (95% CI) | delta (95% CI, p) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, e in report["datasets"].items():
+        for m, v in e["metrics"].items():
+            b = e.get("base_metrics", {}).get(m)
+            d = e.get("delta", {}).get(m)
+            fmt = lambda x: f"{x['value']:.3f} ({x['ci95'][0]:.3f}–{x['ci95'][1]:.3f})"  # noqa: E731
+            lines.append(f"| {name} | {e['kind']} | {e['n']} | {m} | {fmt(v)} | {fmt(b) if b else '-'} | "
+                         + (f"{fmt(d)}, p={d['p_value']:.3f}" if d else "-") + " |")
+        if e.get("rejects"):
+            lines.append(f"\n{name}: {len(e['rejects'])} rows not scored (see report.json)")
+    return "\n".join(lines) + "\n"

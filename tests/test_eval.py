@@ -1,0 +1,100 @@
+"""Evaluation: the MCQ scorer against a hand-computed log-likelihood, CIs, schema detection, reports."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_file, write_jsonl
+from medtune.errors import MedtuneError
+from medtune.eval.mcq import mmlu_prompt, score_mcq
+from medtune.eval.stats import bootstrap_ci, paired_bootstrap
+from medtune.eval.suite import detect_kind, markdown, read_eval_file
+
+ROW = {"id": "q1", "question": "Which organ filters blood?", "subject": "clinical_knowledge",
+       "options": {"A": "Heart", "B": "Kidney", "C": "Lung", "D": "Skin"}, "answer": "B"}
+
+
+def test_prompt_follows_lm_eval_mmlu():
+    p = mmlu_prompt(ROW, ROW["options"])
+    assert p == ("The following are multiple choice questions (with answers) about clinical knowledge.\n\n"
+                 "Which organ filters blood?\nA. Heart\nB. Kidney\nC. Lung\nD. Skin\nAnswer:")
+    assert mmlu_prompt({"question": "q"}, {"A": "x"}).startswith("The following are multiple choice questions "
+                                                                  "(with answers) about medicine.")
+
+
+def test_scorer_matches_hand_computed_loglikelihood(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = tiny_tokenizer
+    rows = []
+    for gold in "ABCD":
+        rows.append(dict(ROW, id=f"q{gold}", answer=gold))
+    correct, rejects = score_mcq(model, tok, rows, batch_size=3)
+    assert rejects == []
+    # by hand: full forward of context + each continuation, sum of continuation log-probs
+    ctx = mmlu_prompt(ROW, ROW["options"])
+    ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
+    scores = []
+    with torch.no_grad():
+        for k in "ABCD":
+            ids = tok(ctx + " " + k, add_special_tokens=False)["input_ids"]
+            cont = ids[len(ctx_ids):]
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1], -1)
+            tgt = torch.tensor(ids[1:])
+            scores.append(float(logp[torch.arange(len(tgt)), tgt][-len(cont):].sum()))
+    best = "ABCD"[int(np.argmax(scores))]
+    assert correct == [int(g == best) for g in "ABCD"]  # exactly one of the four answer keys is right
+
+
+def test_bad_mcq_rows_are_counted_not_fatal(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    rows = [ROW, {"id": "bad", "question": "q", "options": {"A": "x", "B": "y"}}]
+    correct, rejects = score_mcq(model, tiny_tokenizer, rows)
+    assert len(correct) == 1 and rejects == [{"id": "bad", "reason": "missing field 'answer' (the answer key)"}]
+
+
+def test_bootstrap_ci_on_known_samples():
+    v, lo, hi = bootstrap_ci([1] * 60 + [0] * 40)
+    assert v == pytest.approx(0.6) and 0.49 < lo < 0.52 and 0.68 < hi < 0.71  # normal approx: 0.504-0.696
+    d = paired_bootstrap([1] * 50, [0] * 50)
+    assert d["value"] == 1 and d["p_value"] == 0
+    same = paired_bootstrap([1, 0] * 50, [1, 0] * 50)
+    assert same["value"] == 0 and same["p_value"] == 1
+
+
+@pytest.mark.parametrize("fields,kind", [
+    ({"question", "options", "answer"}, "mcq"), ({"question", "answer"}, "qa"),
+    ({"question", "context", "answer"}, "yesno"), ({"prompt", "category", "safe_response"}, "safety"),
+    ({"text"}, None),
+])
+def test_detect_kind(fields, kind):
+    assert detect_kind(fields) == kind
+
+
+def test_eval_file_errors(tmp_path):
+    p = write_jsonl(tmp_path / "u.jsonl", [{"text": "hello"}])
+    with pytest.raises(MedtuneError, match="expected one of: mcq: question"):
+        read_eval_file(p, None)
+    mixed = write_jsonl(tmp_path / "m.jsonl", [ROW, {"question": "q", "answer": "a"}])
+    kind, rows, rejects = read_eval_file(mixed, None)
+    assert kind == "mcq" and len(rows) == 1 and "qa row in a mcq file" in rejects[0]["reason"]
+
+
+def test_real_mmlu_file_detects():
+    kind, rows, rejects = read_eval_file(shared_file("mmlu_medical_devval.jsonl"), 20)
+    assert kind == "mcq" and len(rows) == 20 and not rejects
+
+
+def test_report_markdown():
+    rep = {"model": "m", "base": "b", "datasets": {"x": {
+        "kind": "mcq", "n": 10, "metrics": {"acc": {"value": 0.5, "ci95": [0.2, 0.8]}},
+        "base_metrics": {"acc": {"value": 0.4, "ci95": [0.1, 0.7]}},
+        "delta": {"acc": {"value": 0.1, "ci95": [-0.1, 0.3], "p_value": 0.4}}, "rejects": []}}}
+    md = markdown(rep)
+    assert "| x | mcq | 10 | acc | 0.500 (0.200–0.800) | 0.400 (0.100–0.700) | 0.100 (-0.100–0.300), p=0.400 |" in md
+    json.dumps(rep)
