@@ -98,3 +98,30 @@ def test_report_markdown():
     md = markdown(rep)
     assert "| x | mcq | 10 | acc | 0.500 (0.200–0.800) | 0.400 (0.100–0.700) | 0.100 (-0.100–0.300), p=0.400 |" in md
     json.dumps(rep)
+
+
+def test_yesno_prompt_and_macro_f1():
+    from medtune.eval.yesno import macro_f1, pubmedqa_prompt, yesno_items
+
+    row = {"question": "Does X help?", "context": "We found X helps.", "answer": "yes"}
+    assert pubmedqa_prompt(row, True) == "Abstract: We found X helps.\nQuestion: Does X help?\nAnswer:"
+    assert pubmedqa_prompt(row, False) == "Question: Does X help?\nAnswer:"
+    items, rejects = yesno_items([row, dict(row, answer="perhaps")])
+    assert items == [(0, 0)] and "not yes, no or maybe" in rejects[0]["reason"]
+    assert macro_f1([0, 1, 2], [0, 1, 2]) == 1.0
+    assert macro_f1([0, 0, 0, 0], [0, 0, 1, 1]) == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_yesno_scoring_on_tiny_model(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from medtune.eval.suite import score
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    rows = [{"id": str(i), "question": f"Is {i} ok?", "context": "Some text.", "answer": a}
+            for i, a in enumerate(["yes", "no", "maybe", "yes"])]
+    metrics, paired, rejects = score(model, tiny_tokenizer, "yesno", rows, "sys")
+    assert set(metrics) == {"acc", "macro_f1", "acc_no_context", "macro_f1_no_context"}
+    assert len(paired) == 4 and not rejects
+    for m in metrics.values():
+        assert 0 <= m["ci95"][0] <= m["value"] <= m["ci95"][1] <= 1

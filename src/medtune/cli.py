@@ -143,8 +143,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
             line = f"{name[:27]:<28}{e['kind']:<6}{e['n']:>5}  {m:<11}{v['value']:>8.3f}  " \
                    f"{v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}  "
             if args.base:
-                d = e["delta"][m]
-                line += f"{e['base_metrics'][m]['value']:>8.3f}{d['value']:>+9.3f}{d['p_value']:>7.3f}"
+                line += f"{e['base_metrics'][m]['value']:>8.3f}"
+                d = e.get("delta", {}).get(m)
+                line += f"{d['value']:>+9.3f}{d['p_value']:>7.3f}" if d else ""
             print(line)
         if e["rejects"]:
             print(f"  ({len(e['rejects'])} rows not scored: {e['rejects'][0]['id']}: {e['rejects'][0]['reason']} …)")

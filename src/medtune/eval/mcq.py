@@ -23,15 +23,13 @@ def mmlu_prompt(row: dict[str, Any], options: dict[str, str]) -> str:
             f"{str(row['question']).strip()}\n{body}Answer:")
 
 
-def _continuation(tok: Any, ctx_ids: list[int], ctx: str, letter: str) -> list[int]:
-    """Tokens of " X" after the context, split exactly as lm-eval splits context + continuation."""
-    return tok(ctx + " " + letter, add_special_tokens=False)["input_ids"][len(ctx_ids):]
+def _continuation(tok: Any, ctx_ids: list[int], ctx: str, cont: str) -> list[int]:
+    """Tokens of the continuation after the context, split exactly as lm-eval splits context + continuation."""
+    return tok(ctx + cont, add_special_tokens=False)["input_ids"][len(ctx_ids):]
 
 
-@torch.no_grad()
-def score_mcq(model: Any, tok: Any, rows: list[dict[str, Any]], *, batch_size: int = 8,
-              desc: str = "multiple choice") -> tuple[list[int], list[dict[str, Any]]]:
-    """Returns (1/0 correct per scored row, rejects [{id, reason}]) in row order."""
+def mcq_items(rows: list[dict[str, Any]]) -> tuple[list[tuple[int, str, list[str], int]], list[dict[str, Any]]]:
+    """(row index, prompt, continuations, gold index) per valid row; rejects [{id, reason}] for the rest."""
     items, rejects = [], []
     for i, row in enumerate(rows):
         try:
@@ -42,25 +40,42 @@ def score_mcq(model: Any, tok: Any, rows: list[dict[str, Any]], *, batch_size: i
         except RowError as e:
             rejects.append({"id": row.get("id", f"row {i + 1}"), "reason": str(e)})
             continue
-        ctx = mmlu_prompt(row, opts)
+        items.append((i, mmlu_prompt(row, opts), [f" {k}" for k in opts], list(opts).index(gold)))
+    return items, rejects
+
+
+@torch.no_grad()
+def rank_choices(model: Any, tok: Any, prompts: list[str], choices: list[list[str]], *, batch_size: int = 8,
+                 desc: str = "scoring") -> list[int]:
+    """Index of the most likely continuation for each prompt (sum of continuation token log-probs)."""
+    items = []
+    for ctx, conts in zip(prompts, choices):
         ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
-        conts = [_continuation(tok, ctx_ids, ctx, k) for k in opts]
-        items.append((ctx_ids, conts, list(opts).index(gold)))
+        items.append((ctx_ids, [_continuation(tok, ctx_ids, ctx, c) for c in conts]))
     device = next(model.parameters()).device
-    correct: list[int] = [0] * len(items)
+    best: list[int] = [0] * len(items)
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
     for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
         idx = order[s: s + batch_size]
         single = [i for i in idx if all(len(c) == 1 for c in items[i][1])]
         if single:
-            _score_single(model, items, single, tok.pad_token_id, device, correct)
+            _score_single(model, items, single, tok.pad_token_id, device, best)
         for i in idx:
             if i not in single:
-                correct[i] = _score_multi(model, items[i], device)
-    return correct, rejects
+                best[i] = _score_multi(model, items[i], device)
+    return best
 
 
-def _score_single(model: Any, items: list, idx: list[int], pad: int, device: Any, correct: list[int]) -> None:
+def score_mcq(model: Any, tok: Any, rows: list[dict[str, Any]], *, batch_size: int = 8,
+              desc: str = "multiple choice") -> tuple[list[int], list[dict[str, Any]]]:
+    """Returns (1/0 correct per scored row, rejects [{id, reason}]) in row order."""
+    items, rejects = mcq_items(rows)
+    pred = rank_choices(model, tok, [it[1] for it in items], [it[2] for it in items], batch_size=batch_size,
+                        desc=desc)
+    return [int(p == it[3]) for p, it in zip(pred, items)], rejects
+
+
+def _score_single(model: Any, items: list, idx: list[int], pad: int, device: Any, best: list[int]) -> None:
     width = max(len(items[i][0]) for i in idx)
     ids = torch.full((len(idx), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -72,15 +87,15 @@ def _score_single(model: Any, items: list, idx: list[int], pad: int, device: Any
     for r, i in enumerate(idx):
         last = torch.log_softmax(logits[r, len(items[i][0]) - 1].float(), -1)
         scores = [float(last[c[0]]) for c in items[i][1]]
-        correct[i] = int(max(range(len(scores)), key=scores.__getitem__) == items[i][2])
+        best[i] = max(range(len(scores)), key=scores.__getitem__)
 
 
 def _score_multi(model: Any, item: tuple, device: Any) -> int:
-    ctx_ids, conts, gold = item
+    ctx_ids, conts = item
     scores = []
     for cont in conts:
         ids = torch.tensor([ctx_ids + cont], device=device)
         logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
         tgt = ids[0, 1:]
         scores.append(float(logp[torch.arange(len(tgt)), tgt][-len(cont):].sum()))
-    return int(max(range(len(scores)), key=scores.__getitem__) == gold)
+    return max(range(len(scores)), key=scores.__getitem__)

@@ -1,9 +1,10 @@
 """`medtune eval`: score a model (and optionally its base, with identical prompts) on evaluation files.
 
 The kind of each file is detected from its fields (the schemas of ../shared/data/README.md). Supported
-now: multiple choice (`acc`, lm-eval MMLU protocol) and open QA (`perplexity` of the reference answer,
-answer tokens only). Every figure carries a 95% bootstrap CI; with a base model, `delta` holds the paired
-bootstrap of tuned minus base. report.json follows the contract in the evaluation issue:
+now: multiple choice (`acc`, lm-eval MMLU protocol), yes/no/maybe (`acc`, `macro_f1`, with and without
+the context) and open QA (`perplexity` of the reference answer, answer tokens only). Every figure carries
+a 95% bootstrap CI; with a base model, `delta` holds the paired bootstrap of tuned minus base.
+report.json follows the contract in the evaluation issue:
 {"model", "base", "datasets": {NAME: {"kind", "n", "metrics": {M: {"value", "ci95"}}, "base_metrics", "delta"}}}
 
 Run as: medtune eval --model SPEC [--base SPEC] --data FILE [--data ...] [--limit N] --output DIR
@@ -25,6 +26,7 @@ from medtune.data.tokenize import collate, encode
 from medtune.errors import MedtuneError
 from medtune.eval.mcq import score_mcq
 from medtune.eval.stats import bootstrap_ci, paired_bootstrap
+from medtune.eval.yesno import macro_f1, score_yesno
 
 EXPECTED = {
     "mcq": "question + options + answer (multiple choice)",
@@ -32,7 +34,7 @@ EXPECTED = {
     "yesno": "question + context + answer yes/no/maybe",
     "safety": "prompt + category (+ safe_response)",
 }
-SUPPORTED = ("mcq", "qa")
+SUPPORTED = ("mcq", "qa", "yesno")
 
 
 def detect_kind(fields: set[str]) -> str | None:
@@ -109,11 +111,29 @@ def score(model: Any, tok: Any, kind: str, rows: list[dict[str, Any]],
         correct, rejects = score_mcq(model, tok, rows)
         v, lo, hi = bootstrap_ci(correct)
         return {"acc": {"value": v, "ci95": [lo, hi]}}, [float(c) for c in correct], rejects
+    if kind == "yesno":
+        return _score_yesno(model, tok, rows)
     sums, counts, rejects = _qa_losses(model, tok, rows, system_prompt)
     pairs = np.array(list(zip(sums, counts)), dtype=float)
     v, lo, hi = bootstrap_ci(np.arange(len(pairs)), lambda idx: _ppl_stat(pairs[idx.astype(int)]))
     per_item = [s / max(c, 1) for s, c in zip(sums, counts)]
     return {"perplexity": {"value": v, "ci95": [lo, hi]}}, per_item, rejects
+
+
+def _score_yesno(model: Any, tok: Any, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[float], list]:
+    metrics: dict[str, Any] = {}
+    paired: list[float] = []
+    rejects: list[dict[str, str]] = []
+    for with_context, suffix in ((True, ""), (False, "_no_context")):
+        preds, golds, rejects = score_yesno(model, tok, rows, with_context=with_context)
+        correct = [float(p == g) for p, g in zip(preds, golds)]
+        v, lo, hi = bootstrap_ci(correct)
+        metrics["acc" + suffix] = {"value": v, "ci95": [lo, hi]}
+        pg = np.array(list(zip(preds, golds)))
+        v, lo, hi = bootstrap_ci(np.arange(len(pg)), lambda idx, pg=pg: macro_f1(*pg[idx.astype(int)].T.tolist()))
+        metrics["macro_f1" + suffix] = {"value": v, "ci95": [lo, hi]}
+        paired = paired or correct
+    return metrics, paired, rejects
 
 
 def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: int | None,
