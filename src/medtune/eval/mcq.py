@@ -76,6 +76,7 @@ def score_mcq(model: Any, tok: Any, rows: list[dict[str, Any]], *, batch_size: i
 
 
 def _score_single(model: Any, items: list, idx: list[int], pad: int, device: Any, best: list[int]) -> None:
+    """All options of each question from one forward pass; the vocabulary projection only at the last token."""
     width = max(len(items[i][0]) for i in idx)
     ids = torch.full((len(idx), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -83,10 +84,12 @@ def _score_single(model: Any, items: list, idx: list[int], pad: int, device: Any
         n = len(items[i][0])
         ids[r, :n] = torch.tensor(items[i][0])
         mask[r, :n] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    last = hidden[torch.arange(len(idx)), mask.sum(1).to(device) - 1]
+    logp = torch.log_softmax(base.get_output_embeddings()(last).float(), -1)
     for r, i in enumerate(idx):
-        last = torch.log_softmax(logits[r, len(items[i][0]) - 1].float(), -1)
-        scores = [float(last[c[0]]) for c in items[i][1]]
+        scores = [float(logp[r, c[0]]) for c in items[i][1]]
         best[i] = max(range(len(scores)), key=scores.__getitem__)
 
 
