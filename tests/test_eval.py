@@ -125,3 +125,22 @@ def test_yesno_scoring_on_tiny_model(tiny_model_dir, tiny_tokenizer):
     assert len(paired) == 4 and not rejects
     for m in metrics.values():
         assert 0 <= m["ci95"][0] <= m["value"] <= m["ci95"][1] <= 1
+
+
+def test_contamination_finds_planted_overlap(tmp_path):
+    from medtune.eval.suite import _contamination
+
+    planted = dict(ROW, id="planted", question="A 45-year-old man presents with crushing chest pain radiating "
+                   "to the left arm and sweating for one hour. What is the next best step?")
+    clean = dict(ROW, id="clean", question="Which vitamin deficiency causes scurvy in sailors on long voyages?")
+    short = dict(ROW, id="short", question="What is gout?", options={"A": "x", "B": "y"})
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    train = [{"messages": [{"role": "user", "content": "Q: " + planted["question"].upper() + " Think."},
+                           {"role": "assistant", "content": "Call the emergency number."}]},
+             {"messages": [{"role": "user", "content": "tell me: what is gout? x y"},
+                           {"role": "assistant", "content": "A form of arthritis."}]}]
+    write_jsonl(run / "data" / "train.jsonl", train)
+    found = _contamination(str(run), [("mmlu", "mcq", [clean, planted, short], [])])
+    assert found == {"mmlu": {1: "planted", 2: "short"}}
+    assert _contamination(str(tmp_path / "not-a-run"), [("mmlu", "mcq", [planted], [])]) == {}

@@ -143,6 +143,9 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
     files = [(Path(d).stem, Path(d)) for d in data]
     loaded = [(name, *read_eval_file(p, limit)) for name, p in files]
     report: dict[str, Any] = {"model": model_spec, "base": base_spec, "datasets": {}}
+    excluded = _contamination(model_spec, loaded)
+    loaded = [(name, kind, [r for i, r in enumerate(rows) if i not in excluded.get(name, {})], rej)
+              for name, kind, rows, rej in loaded]
     per_item: dict[str, dict[str, list[float]]] = {}
     specs = [("model", model_spec)] + ([("base", base_spec)] if base_spec else [])
     for role, spec in specs:
@@ -152,7 +155,8 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
         for name, kind, rows, file_rejects in loaded:
             metrics, items, rejects = score(model, tok, kind, rows, system_prompt)
             entry = report["datasets"].setdefault(name, {"kind": kind, "n": len(items), "metrics": {},
-                                                         "rejects": file_rejects + rejects})
+                                                         "rejects": file_rejects + rejects,
+                                                         "contaminated": sorted(excluded.get(name, {}).values())})
             entry["metrics" if role == "model" else "base_metrics"] = metrics
             per_item.setdefault(name, {})[role] = items
         del model
@@ -163,6 +167,20 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
             entry["delta"] = {key: paired_bootstrap(t, b)}
     write_report(report, output)
     return report
+
+
+def _contamination(model_spec: str, loaded: list) -> dict[str, dict[int, str]]:
+    """{dataset: {row index: row id}} of items overlapping the run's training data (runs only)."""
+    from medtune.eval import contamination as cont
+
+    if not (Path(model_spec) / "data").is_dir():
+        return {}
+    grams, joined = cont.training_ngrams(cont.run_training_texts(model_spec))
+    out = {}
+    for name, _, rows, _ in loaded:
+        hits = cont.overlapping(rows, grams, joined)
+        out[name] = {i: str(rows[i].get("id", i + 1)) for i in hits}
+    return out
 
 
 def write_report(report: dict[str, Any], output: Path) -> None:
@@ -186,4 +204,7 @@ def markdown(report: dict[str, Any]) -> str:
                          + (f"{fmt(d)}, p={d['p_value']:.3f}" if d else "-") + " |")
         if e.get("rejects"):
             lines.append(f"\n{name}: {len(e['rejects'])} rows not scored (see report.json)")
+        if e.get("contaminated"):
+            lines.append(f"\n{name}: {len(e['contaminated'])} items overlap the training data and are excluded "
+                         "from the figures above (ids in report.json)")
     return "\n".join(lines) + "\n"
