@@ -144,3 +144,24 @@ def test_contamination_finds_planted_overlap(tmp_path):
     found = _contamination(str(run), [("mmlu", "mcq", [clean, planted, short], [])])
     assert found == {"mmlu": {1: "planted", 2: "short"}}
     assert _contamination(str(tmp_path / "not-a-run"), [("mmlu", "mcq", [planted], [])]) == {}
+
+
+def test_eval_cli_writes_contract_report(tiny_model_dir, tmp_path, capsys):
+    from medtune.cli import main
+
+    mcq = write_jsonl(tmp_path / "mcq.jsonl", [dict(ROW, id=f"q{i}", answer="ABCD"[i % 4]) for i in range(12)])
+    qa_row = {"id": "a", "question": "What is anemia?", "answer": "Too few red cells."}
+    qa = write_jsonl(tmp_path / "qa.jsonl", [qa_row])
+    out = tmp_path / "ev"
+    code = main(["eval", "--model", str(tiny_model_dir), "--base", str(tiny_model_dir), "--data", str(mcq),
+                 "--data", str(qa), "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["model"] == rep["base"] == str(tiny_model_dir)
+    m = rep["datasets"]["mcq"]
+    assert m["kind"] == "mcq" and m["n"] == 12 and set(m["metrics"]) == {"acc"}
+    assert m["metrics"]["acc"] == m["base_metrics"]["acc"]  # the same model twice: identical figures
+    assert m["delta"]["acc"]["value"] == 0 and m["delta"]["acc"]["p_value"] == 1
+    assert rep["datasets"]["qa"]["metrics"]["perplexity"]["value"] > 1
+    assert (out / "report.md").read_text().startswith("# Evaluation of")
+    assert "acc" in capsys.readouterr().out
