@@ -162,6 +162,10 @@ def test_eval_cli_writes_contract_report(tiny_model_dir, tmp_path, capsys):
     assert m["kind"] == "mcq" and m["n"] == 12 and set(m["metrics"]) == {"acc"}
     assert m["metrics"]["acc"] == m["base_metrics"]["acc"]  # the same model twice: identical figures
     assert m["delta"]["acc"]["value"] == 0 and m["delta"]["acc"]["p_value"] == 1
-    assert rep["datasets"]["qa"]["metrics"]["perplexity"]["value"] > 1
+    qa_metrics = rep["datasets"]["qa"]["metrics"]
+    assert qa_metrics["perplexity"]["value"] > 1
+    assert set(qa_metrics) == {"perplexity", "rouge1", "rouge2", "rougeL", "bleu"}
+    assert 0 <= qa_metrics["rougeL"]["value"] <= 1 and 0 <= qa_metrics["bleu"]["value"] <= 100
+    assert rep["datasets"]["qa"]["delta"]["answer_loss"]["value"] == 0
     assert (out / "report.md").read_text().startswith("# Evaluation of")
     assert "acc" in capsys.readouterr().out

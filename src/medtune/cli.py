@@ -147,6 +147,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 d = e.get("delta", {}).get(m)
                 line += f"{d['value']:>+9.3f}{d['p_value']:>7.3f}" if d else ""
             print(line)
+        for m, d in e.get("delta", {}).items():
+            if m not in e["metrics"]:
+                print(f"  {m} tuned - base: {d['value']:+.3f} (95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}, "
+                      f"p={d['p_value']:.3f})")
         if e["rejects"]:
             print(f"  ({len(e['rejects'])} rows not scored: {e['rejects'][0]['id']}: {e['rejects'][0]['reason']} …)")
     print(f"report: {args.output}/report.json and report.md")

@@ -2,8 +2,9 @@
 
 The kind of each file is detected from its fields (the schemas of ../shared/data/README.md). Supported
 now: multiple choice (`acc`, lm-eval MMLU protocol), yes/no/maybe (`acc`, `macro_f1`, with and without
-the context) and open QA (`perplexity` of the reference answer, answer tokens only). Every figure carries
-a 95% bootstrap CI; with a base model, `delta` holds the paired bootstrap of tuned minus base.
+the context) and open QA (`perplexity` of the reference answer on answer tokens; ROUGE-1/2/L and BLEU of
+greedy answers). Every figure carries a 95% bootstrap CI; with a base model, `delta` holds the paired
+bootstrap of tuned minus base.
 report.json follows the contract in the evaluation issue:
 {"model", "base", "datasets": {NAME: {"kind", "n", "metrics": {M: {"value", "ci95"}}, "base_metrics", "delta"}}}
 
@@ -35,6 +36,8 @@ EXPECTED = {
     "safety": "prompt + category (+ safe_response)",
 }
 SUPPORTED = ("mcq", "qa", "yesno")
+GEN_BUDGET = 32  # greedy answers per open-QA file (the eval budget of the demo: 32 answers of <= 96 tokens)
+GEN_TOKENS = 96
 
 
 def detect_kind(fields: set[str]) -> str | None:
@@ -117,7 +120,41 @@ def score(model: Any, tok: Any, kind: str, rows: list[dict[str, Any]],
     pairs = np.array(list(zip(sums, counts)), dtype=float)
     v, lo, hi = bootstrap_ci(np.arange(len(pairs)), lambda idx: _ppl_stat(pairs[idx.astype(int)]))
     per_item = [s / max(c, 1) for s, c in zip(sums, counts)]
-    return {"perplexity": {"value": v, "ci95": [lo, hi]}}, per_item, rejects
+    metrics = {"perplexity": {"value": v, "ci95": [lo, hi]}}
+    metrics.update(_overlap_metrics(model, tok, rows, system_prompt))
+    return metrics, per_item, rejects
+
+
+def _overlap_metrics(model: Any, tok: Any, rows: list[dict[str, Any]], system_prompt: str) -> dict[str, Any]:
+    """ROUGE-1/2/L (rouge-score, stemmed F1) and corpus BLEU (sacrebleu) of greedy answers vs the references,
+    on at most GEN_BUDGET items of at most GEN_TOKENS new tokens (generation is the slow part on a CPU)."""
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
+
+    from medtune.eval.heldout import greedy_answers
+
+    items = []
+    for row in rows[:GEN_BUDGET]:
+        try:
+            items.append(qa(row, {}))
+        except RowError:
+            continue
+    if not items:
+        return {}
+    answers = greedy_answers(model, tok, [c[:1] for c in items], system_prompt, GEN_TOKENS, base=False,
+                             desc="greedy answers")
+    refs = [c[1]["content"] for c in items]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    per = [scorer.score(r, a) for r, a in zip(refs, answers)]
+    out: dict[str, Any] = {}
+    for key in ("rouge1", "rouge2", "rougeL"):
+        v, lo, hi = bootstrap_ci([p[key].fmeasure for p in per])
+        out[key] = {"value": v, "ci95": [lo, hi]}
+    bleu = BLEU()
+    v, lo, hi = bootstrap_ci(np.arange(len(refs)), lambda idx: bleu.corpus_score(
+        [answers[i] for i in idx.astype(int)], [[refs[i] for i in idx.astype(int)]]).score, n_boot=300)
+    out["bleu"] = {"value": v, "ci95": [lo, hi]}
+    return out
 
 
 def _score_yesno(model: Any, tok: Any, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[float], list]:
@@ -163,7 +200,8 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
     if base_spec:
         for name, entry in report["datasets"].items():
             t, b = per_item[name]["model"], per_item[name]["base"]
-            key = next(iter(entry["metrics"]))
+            # QA pairs per-item answer loss (lower is better); the others pair per-item correctness
+            key = "answer_loss" if entry["kind"] == "qa" else next(iter(entry["metrics"]))
             entry["delta"] = {key: paired_bootstrap(t, b)}
     write_report(report, output)
     return report
@@ -202,6 +240,10 @@ def markdown(report: dict[str, Any]) -> str:
             fmt = lambda x: f"{x['value']:.3f} ({x['ci95'][0]:.3f}–{x['ci95'][1]:.3f})"  # noqa: E731
             lines.append(f"| {name} | {e['kind']} | {e['n']} | {m} | {fmt(v)} | {fmt(b) if b else '-'} | "
                          + (f"{fmt(d)}, p={d['p_value']:.3f}" if d else "-") + " |")
+        for m, d in e.get("delta", {}).items():
+            if m not in e["metrics"]:
+                lines.append(f"| {name} | {e['kind']} | {e['n']} | {m} (tuned - base) | | | {d['value']:.3f} "
+                             f"({d['ci95'][0]:.3f}–{d['ci95'][1]:.3f}), p={d['p_value']:.3f} |")
         if e.get("rejects"):
             lines.append(f"\n{name}: {len(e['rejects'])} rows not scored (see report.json)")
         if e.get("contaminated"):
