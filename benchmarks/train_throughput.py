@@ -39,7 +39,7 @@ def sample(src: Path, n: int, seed: int, out: Path, exclude: set[str] = frozense
 
 def heldout_loss(model, tok, rows: list[dict], system_prompt: str | None, max_length: int = 512) -> float:
     """Mean answer-token loss; system_prompt None = the tokenizer template's own default (as TRL trains)."""
-    from medtune.data.tokenize import IGNORE, collate, encode
+    from medtune.data.tokenize import IGNORE, Example, collate, encode
     from medtune.train.loss import AnswerLoss
 
     examples = []
@@ -48,10 +48,8 @@ def heldout_loss(model, tok, rows: list[dict], system_prompt: str | None, max_le
         if system_prompt is None:
             prompt = tok.apply_chat_template(conv[:1], tokenize=True, add_generation_prompt=True, return_dict=False)
             full = tok.apply_chat_template(conv, tokenize=True, return_dict=False)
-            ex = type("E", (), {})()
-            ex.input_ids = list(full)[:max_length]
-            ex.labels = ([IGNORE] * len(prompt) + list(full)[len(prompt):])[:max_length]
-            examples.append(ex)
+            labels = [IGNORE] * len(prompt) + list(full)[len(prompt):]
+            examples.append(Example(list(full)[:max_length], labels[:max_length]))
         else:
             examples.append(encode(tok, conv, system_prompt, max_length))
     lm = AnswerLoss(model).eval()

@@ -79,8 +79,8 @@ def read_eval_file(path: Path, limit: int | None) -> tuple[str, list[dict[str, A
     return kind, rows, rejects
 
 
-def _qa_losses(model: Any, tok: Any, rows: list[dict[str, Any]], system_prompt: str,
-               batch_size: int = 8) -> tuple[list[float], list[int], list[dict[str, str]]]:
+def _qa_losses(model: Any, tok: Any, rows: list[dict[str, Any]],
+               system_prompt: str) -> tuple[list[float], list[int], list[dict[str, str]]]:
     """Per-item summed answer-token loss and token count (for perplexity), in row order."""
     import torch
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -257,11 +256,9 @@ def _last_loss(path: Path) -> float | None:
 
 
 def _peak_memory_mb(device: str) -> float:
+    """Peak memory of this process: CUDA allocator peak, or the CPU resident-set peak (Linux reports kB)."""
+    import resource
+
     if device == "cuda":
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    try:
-        import resource
-
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: kB
-    except ImportError:
-        return float(os.environ.get("MEDTUNE_PEAK_MB", 0))
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
