@@ -164,8 +164,44 @@ def test_eval_cli_writes_contract_report(tiny_model_dir, tmp_path, capsys):
     assert m["delta"]["acc"]["value"] == 0 and m["delta"]["acc"]["p_value"] == 1
     qa_metrics = rep["datasets"]["qa"]["metrics"]
     assert qa_metrics["perplexity"]["value"] > 1
-    assert set(qa_metrics) == {"perplexity", "rouge1", "rouge2", "rougeL", "bleu"}
+    assert set(qa_metrics) == {"perplexity", "rouge1", "rouge2", "rougeL", "bleu", "format_adherence"}
+    assert set(qa_metrics["format_adherence"]["checks"]) == {"non_empty", "stops", "no_loop", "disclaimer",
+                                                             "no_personal_dosing"}
     assert 0 <= qa_metrics["rougeL"]["value"] <= 1 and 0 <= qa_metrics["bleu"]["value"] <= 100
     assert rep["datasets"]["qa"]["delta"]["answer_loss"]["value"] == 0
     assert (out / "report.md").read_text().startswith("# Evaluation of")
     assert "acc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer,letter", [
+    ("The answer is (C).", "C"), ("B. Insulin", "B"), ("Answer: D", "D"), ("(A) because ...", "A"),
+    ("I think option B is right", "B"), ("It is the pancreas.", "C"), ("Maybe.", None), ("A or B?", "A"),
+])
+def test_extract_letter(answer, letter):
+    from medtune.eval.mcq_variants import extract_letter
+
+    assert extract_letter(answer, {"A": "liver", "B": "insulin", "C": "pancreas", "D": "spleen"}) == letter
+
+
+def test_format_adherence_checks():
+    from medtune.eval.style import adherence, loops
+
+    good = "Anemia means too few red cells. See a doctor if you feel faint."
+    looped = "rest and drink water " * 5
+    per, rates = adherence([good, looped, "You should take 400 mg every 6 hours. See a doctor.", ""],
+                           [True, False, True, True])
+    assert per == [1.0, 0.0, 0.0, 0.0]
+    assert loops(looped) and not loops(good)
+    assert rates["stops"] == 0.75 and rates["no_personal_dosing"] == 0.75 and rates["non_empty"] == 0.75
+
+
+def test_mcq_variants_on_tiny_model(tiny_model_dir):
+    from medtune.eval import mcq_variants as mv
+    from medtune.model.load import load_for_inference
+
+    model, tok, _ = load_for_inference(str(tiny_model_dir))
+    rows = [dict(ROW, id=f"q{i}", answer="ABCD"[i % 4]) for i in range(4)]
+    for scores in (mv.score_text(model, tok, rows), mv.score_chat(model, tok, rows)):
+        assert len(scores) == 4 and set(scores) <= {0.0, 1.0}
+    gen, unparsed = mv.score_generative(model, tok, rows)
+    assert len(gen) == 4 and 0.0 <= unparsed <= 1.0

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from medtune import __version__
@@ -64,6 +65,11 @@ def _config_args(p: argparse.ArgumentParser, *, training: bool) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from medtune.config import load_config
 
+    return load_config(args.config, _overrides(args))
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set values and flag shorthands as `key=value` overrides (flags win: they come last)."""
     overrides = list(args.overrides)
     if args.data:
         overrides.append("data.sources=" + json.dumps(args.data))
@@ -73,7 +79,7 @@ def _load(args: argparse.Namespace) -> Any:
             overrides.append(f"{key}={json.dumps(value)}")
     if getattr(args, "resume", False):
         overrides.append("train.resume=true")
-    return load_config(args.config, overrides)
+    return overrides
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -129,13 +135,23 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from medtune.eval.suite import evaluate
 
+    if args.suite == "safety":
+        from medtune.eval.safety import evaluate_safety
+
+        report = evaluate_safety(args.model, args.base, limit=args.limit or 60, output=Path(args.output))
+        _print_safety(report)
+        print(f"report: {args.output}/report.json and report.md")
+        return
     if not args.data:
-        raise MedtuneError("pass at least one evaluation file with --data FILE")
-    report = evaluate(args.model, args.base, args.data, limit=args.limit, output=Path(args.output))
+        raise MedtuneError("pass at least one evaluation file with --data FILE (or --suite safety)")
+    protocols = tuple(p.strip() for p in args.mcq_protocols.split(",") if p.strip())
+    unknown = set(protocols) - {"letters", "text", "chat", "generative"}
+    if unknown:
+        raise MedtuneError(f"--mcq-protocols: unknown {sorted(unknown)} (letters, text, chat, generative)")
+    report = evaluate(args.model, args.base, args.data, limit=args.limit, output=Path(args.output),
+                      mcq_protocols=protocols)
     print(f"{'dataset':<28}{'kind':<6}{'n':>5}  {'metric':<11}{'model':>8}  {'95% CI':<15}"
           + (f"{'base':>8}{'delta':>9}{'p':>7}" if args.base else ""))
     for name, e in report["datasets"].items():
@@ -154,6 +170,73 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if e["rejects"]:
             print(f"  ({len(e['rejects'])} rows not scored: {e['rejects'][0]['id']}: {e['rejects'][0]['reason']} …)")
     print(f"report: {args.output}/report.json and report.md")
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    """One JSON verdict per input on stdout (the contract); every message for people goes to stderr."""
+    if args.rebuild:
+        from medtune.safety.build import build
+
+        info = build(Path(args.data_dir) if args.data_dir else None)
+        h = info["dev_headline"]
+        print(f"guard rebuilt in {info['seconds']} s: thresholds {info['thresholds']}; dev escalate recall "
+              f"{h['escalate_recall']['value']:.3f}, refuse recall {h['refuse_recall']['value']:.3f}, benign refused "
+              f"{h['benign_refused']['value']:.3f}, escalated {h['benign_escalated']['value']:.3f}", file=sys.stderr)
+        return 0
+    from medtune.safety.guard import default_guard
+    from medtune.safety.inputs import read_prompts
+
+    if not args.text and not args.file:
+        raise MedtuneError("pass a message (medtune guard \"TEXT\") or --file FILE.jsonl")
+    items, bad = read_prompts(args.file) if args.file else ([(i, t) for i, t in enumerate(args.text, 1)], [])
+    for where, reason in bad:
+        print(f"medtune guard: {where}: {reason} (skipped)", file=sys.stderr)
+    verdicts = default_guard().check_many([t for _, t in items]) if items else []
+    for (ident, _), v in zip(items, verdicts):
+        print(json.dumps({"id": ident, "action": v.action, "category": v.category, "score": v.score}), flush=True)
+    return 1 if bad else 0
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from medtune.track.runs import diff_runs, find_runs, format_diff, load_run, runs_table
+
+    if args.diff:
+        a, b = (load_run(Path(p)) for p in args.diff)
+        if a is None or b is None:
+            raise MedtuneError(f"--diff needs two run folders with a readable run.json: {args.diff}")
+        print(format_diff(diff_runs(a, b), a.name, b.name))
+        return
+    records = find_runs(Path(args.root))
+    if not records:
+        raise MedtuneError(f"no runs under {args.root}/ (a run folder holds run.json)")
+    print(runs_table(records, fmt=args.format), end="")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from medtune.pipeline import run
+    from medtune.track.runs import runs_table
+    from medtune.track.sweep import parse_grid, sweep
+
+    if not args.grid:
+        raise MedtuneError("pass at least one --grid KEY=V1,V2 (KEY is a config path, as in --set)")
+    out_root = Path(args.output or "runs/sweep")
+    overrides = [o for o in _overrides(args) if not o.startswith("output=")]
+    records = sweep(overrides, args.config, parse_grid(args.grid), out_root, run)
+    print(runs_table(records, fmt="markdown"), end="")
+    print(f"experiment table: {out_root}/experiments.md, experiments.csv and experiments.png")
+
+
+def _print_safety(report: dict[str, Any]) -> None:
+    print(f"{'system':<34}{'n':>5}  " + "".join(f"{m:>18}" for m in
+                                            ("escalate_recall", "refuse_recall", "benign_refused", "benign_escalated")))
+    for name, e in report["datasets"].items():
+        for role in ("metrics", "base_metrics"):
+            if role not in e:
+                continue
+            label = name + (" (base)" if role == "base_metrics" else "")
+            cells = "".join(f"{e[role][m]['value']:>18.3f}" if m in e[role] else f"{'-':>18}"
+                            for m in ("escalate_recall", "refuse_recall", "benign_refused", "benign_escalated"))
+            print(f"{label[:33]:<34}{e['n']:>5}  {cells}")
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -200,9 +283,45 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="default", help="default, a run folder, a hub id/folder, or a .gguf")
     ev.add_argument("--base", help="a second model scored identically (e.g. the run's base: default)")
     ev.add_argument("--data", action="append", metavar="FILE", help="evaluation file (repeatable)")
+    ev.add_argument("--suite", choices=("safety",), help="safety: the red-team test split through the guard and "
+                    "through the model's own answers (rubric), per category; --limit caps the model's prompts (60)")
     ev.add_argument("--limit", type=int, help="score at most N rows per file")
     ev.add_argument("--output", default="eval", help="folder for report.json and report.md")
+    ev.add_argument("--mcq-protocols", default="letters", metavar="LIST",
+                    help="multiple-choice protocols: letters (acc, lm-eval MMLU), text (acc_norm), chat (acc_chat: "
+                         "letters through the chat template), generative (acc_gen + unparsed_rate); default "
+                         "letters")
     ev.set_defaults(func=cmd_eval)
+    gd = sub.add_parser("guard", help="classify messages: escalate, refuse or answer (JSON lines on stdout)",
+                        description="The input guard on its own. Prints one JSON object per input, in input order: "
+                        '{"id", "action": "answer|escalate|refuse", "category", "score"}; logs go to stderr. '
+                        "Categories: emergency, self_harm (escalate); lethal_dose, harm_others, prescription_request, "
+                        "unethical_practice (refuse); stop_medication, diagnosis_request, out_of_scope, benign "
+                        "(answer). A bad JSONL line is reported with its line number and skipped (exit status 1).",
+                        epilog="examples:\n  medtune guard \"my dad collapsed and isn't breathing\"\n"
+                        "  medtune guard --file prompts.jsonl > verdicts.jsonl\n"
+                        "  medtune guard --rebuild --data-dir ../shared/data   # refit the shipped classifier",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    gd.add_argument("text", nargs="*", help="message(s) to classify (ids are their positions, from 1)")
+    gd.add_argument("--file", metavar="FILE.jsonl", help="rows with `prompt` or `question`, optional `id`")
+    gd.add_argument("--rebuild", action="store_true", help="refit the guard from the red-team build/dev split, "
+                    "MedSafetyBench train and consumer questions; writes the packaged guard_model.*")
+    gd.add_argument("--data-dir", help="folder with the public datasets for --rebuild (default: the catalog's search)")
+    gd.set_defaults(func=cmd_guard)
+    rn = sub.add_parser("runs", help="list runs with their settings and metrics, or diff two runs",
+                        description="The experiment table of every run folder under --root (read from the run "
+                        "folders themselves: run.json, config.yaml, metrics.jsonl), best run marked.",
+                        epilog="examples:\n  medtune runs\n  medtune runs --format csv > runs.csv\n"
+                        "  medtune runs --diff runs/a runs/b", formatter_class=argparse.RawDescriptionHelpFormatter)
+    rn.add_argument("--root", default="runs", help="folder that holds run folders (default: runs)")
+    rn.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    rn.add_argument("--diff", nargs=2, metavar=("RUN_A", "RUN_B"), help="settings and metrics that differ")
+    rn.set_defaults(func=cmd_runs)
+    sw = add("sweep", cmd_sweep, "one run per combination of --grid values; writes the experiment table")
+    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                    help="config path and values, e.g. --grid train.lr=1e-4,5e-5 --grid lora.r=8,16 (repeatable)")
+    sw.epilog = ("examples:\n  medtune sweep --grid train.lr=3e-4,1e-4 --grid lora.r=8,16 --output runs/sweep1\n"
+                 "  (run the same command again to continue an interrupted sweep)\n")
     ds = sub.add_parser("datasets", help="list the datasets medtune knows by name")
     ds.set_defaults(func=cmd_datasets)
     return p
@@ -231,14 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries(args.verbose)
     try:
-        args.func(args)
+        status = args.func(args)
     except MedtuneError as e:
         print(f"medtune: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medtune: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

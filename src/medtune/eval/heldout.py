@@ -29,14 +29,23 @@ def heldout_loss(model: Any, examples: list[Example], pad_id: int, batch_size: i
     return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3)}
 
 
-@torch.no_grad()
 def greedy_answers(model: Any, tok: Any, conversations: list[list[dict[str, str]]], system_prompt: str,
                    max_new_tokens: int, *, base: bool, batch_size: int = 8, repetition_penalty: float = 1.0,
                    desc: str = "generating") -> list[str]:
     """Greedy answers, batched with left padding; stops at the end-of-turn token."""
+    return greedy_generate(model, tok, conversations, system_prompt, max_new_tokens, base=base,
+                           batch_size=batch_size, repetition_penalty=repetition_penalty, desc=desc)[0]
+
+
+@torch.no_grad()
+def greedy_generate(model: Any, tok: Any, conversations: list[list[dict[str, str]]], system_prompt: str,
+                    max_new_tokens: int, *, base: bool, batch_size: int = 8, repetition_penalty: float = 1.0,
+                    desc: str = "generating") -> tuple[list[str], list[bool]]:
+    """(answers, stopped): stopped is True when the model ended its turn within max_new_tokens."""
     model.eval()
     prompts = [prompt_ids(tok, c, system_prompt) for c in conversations]
     out: list[str] = [""] * len(prompts)
+    stopped: list[bool] = [False] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     device = next(model.parameters()).device
     with _adapter_off(model, base):
@@ -53,5 +62,7 @@ def greedy_answers(model: Any, tok: Any, conversations: list[list[dict[str, str]
                                  repetition_penalty=repetition_penalty,
                                  pad_token_id=tok.pad_token_id)
             for r, i in enumerate(idx):
-                out[i] = tok.decode(gen[r, width:], skip_special_tokens=True).strip()
-    return out
+                new = gen[r, width:]
+                out[i] = tok.decode(new, skip_special_tokens=True).strip()
+                stopped[i] = bool((new == tok.eos_token_id).any())
+    return out, stopped

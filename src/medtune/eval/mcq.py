@@ -46,8 +46,9 @@ def mcq_items(rows: list[dict[str, Any]]) -> tuple[list[tuple[int, str, list[str
 
 @torch.no_grad()
 def rank_choices(model: Any, tok: Any, prompts: list[str], choices: list[list[str]], *, batch_size: int = 8,
-                 desc: str = "scoring") -> list[int]:
-    """Index of the most likely continuation for each prompt (sum of continuation token log-probs)."""
+                 normalize: bool = False, desc: str = "scoring") -> list[int]:
+    """Index of the most likely continuation for each prompt (sum of continuation token log-probs; with
+    normalize, divided by the continuation's length in bytes, as lm-eval's acc_norm)."""
     items = []
     for ctx, conts in zip(prompts, choices):
         ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
@@ -57,12 +58,13 @@ def rank_choices(model: Any, tok: Any, prompts: list[str], choices: list[list[st
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
     for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
         idx = order[s: s + batch_size]
-        single = [i for i in idx if all(len(c) == 1 for c in items[i][1])]
+        single = [] if normalize else [i for i in idx if all(len(c) == 1 for c in items[i][1])]
         if single:
             _score_single(model, items, single, tok.pad_token_id, device, best)
         for i in idx:
             if i not in single:
-                best[i] = _score_multi(model, items[i], device)
+                lengths = [len(c.encode()) for c in choices[i]] if normalize else None
+                best[i] = _score_multi(model, items[i], device, lengths)
     return best
 
 
@@ -93,12 +95,23 @@ def _score_single(model: Any, items: list, idx: list[int], pad: int, device: Any
         best[i] = max(range(len(scores)), key=scores.__getitem__)
 
 
-def _score_multi(model: Any, item: tuple, device: Any) -> int:
+def _score_multi(model: Any, item: tuple, device: Any, lengths: list[int] | None = None) -> int:
+    """All options of one question in one right-padded batch; the vocabulary projection only at the
+    positions that predict continuation tokens (a few per option instead of the whole prompt)."""
     ctx_ids, conts = item
+    seqs = [ctx_ids + c for c in conts]
+    width = max(len(x) for x in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, x in enumerate(seqs):
+        ids[r, :len(x)] = torch.tensor(x)
+        mask[r, :len(x)] = 1
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
     scores = []
-    for cont in conts:
-        ids = torch.tensor([ctx_ids + cont], device=device)
-        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
-        tgt = ids[0, 1:]
-        scores.append(float(logp[torch.arange(len(tgt)), tgt][-len(cont):].sum()))
+    for r, cont in enumerate(conts):
+        start = len(ctx_ids) - 1  # the position whose output predicts the first continuation token
+        logp = torch.log_softmax(base.get_output_embeddings()(hidden[r, start:start + len(cont)]).float(), -1)
+        total = float(logp[torch.arange(len(cont)), torch.tensor(cont, device=logp.device)].sum())
+        scores.append(total / lengths[r] if lengths else total)
     return max(range(len(scores)), key=scores.__getitem__)

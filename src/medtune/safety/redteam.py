@@ -1,0 +1,80 @@
+"""The red-team suite shipped with medtune: labelled prompts in redteam/*.jsonl and their fixed split.
+
+Each row: {"id", "prompt", "category", "lang", "style"}. The split is a pure function of the id
+(stratified per category by a hash): `build` fits the classifier, `dev` chooses its thresholds, and
+`test` only ever scores the guard, so the published figures come from prompts the guard never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from medtune.errors import MedtuneError
+from medtune.safety.policy import CATEGORIES
+
+SUITE_DIR = Path(__file__).parent / "redteam"
+SPLITS = {"build": 0.5, "dev": 0.2, "test": 0.3}  # fractions per category, in this order
+
+
+def rank(key: str) -> str:
+    return hashlib.sha256(f"medtune-redteam:{key}".encode()).hexdigest()
+
+
+def load_rows(folder: Path = SUITE_DIR) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for path in sorted(folder.glob("*.jsonl")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MedtuneError(f"{path}:{n}: not JSON ({e.msg})") from e
+            if row.get("category") not in CATEGORIES or not str(row.get("prompt", "")).strip():
+                raise MedtuneError(f"{path}:{n}: needs a prompt and a category in {list(CATEGORIES)}")
+            if row["id"] in seen:
+                raise MedtuneError(f"{path}:{n}: duplicate id {row['id']}")
+            seen.add(row["id"])
+            rows.append(row)
+    return rows
+
+
+def assign_splits(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """id -> split, with the SPLITS fractions inside every category (and language)."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in rows:
+        groups[(r["category"], r.get("lang", "en"))].append(r["id"])
+    out: dict[str, str] = {}
+    for ids in groups.values():
+        ids.sort(key=rank)
+        n, start = len(ids), 0
+        for name, frac in SPLITS.items():
+            end = n if name == "test" else start + round(n * frac)
+            for i in ids[start:end]:
+                out[i] = name
+            start = end
+    return out
+
+
+def load_split(split: str, folder: Path = SUITE_DIR) -> list[dict[str, Any]]:
+    if split not in SPLITS:
+        raise MedtuneError(f"unknown red-team split {split!r} (one of {', '.join(SPLITS)})")
+    rows = load_rows(folder)
+    where = assign_splits(rows)
+    return [r for r in rows if where[r["id"]] == split]
+
+
+def hash_split(key: str, fractions: dict[str, float]) -> str:
+    """A split for rows of outside datasets (MedSafetyBench, consumer questions), by hash of their id."""
+    u = int(rank(key)[:8], 16) / 0xFFFFFFFF
+    acc = 0.0
+    for name, frac in fractions.items():
+        acc += frac
+        if u < acc:
+            return name
+    return name
