@@ -36,6 +36,13 @@ def test_medtune_run_on_embedded_model(tmp_path):
     assert (run / "checkpoints" / "step-2").exists() and (run / "checkpoints" / "step-3").exists()
     card = (run / "README.md").read_text()
     assert "Apache-2.0" in card and "not a medical device" in card.lower() and "CC BY 4.0" in card
+    report = json.loads((run / "eval" / "report.json").read_text())
+    entry = report["datasets"]["test-split"]
+    assert {"answer_loss", "perplexity", "rougeL", "bleu", "format_adherence"} <= set(entry["metrics"])
+    assert set(entry["base_metrics"]) == set(entry["metrics"]) and "p_value" in entry["delta"]["answer_loss"]
+    for png in ("loss_curves.png", "metrics.png", "safety.png"):
+        assert (run / "eval" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert "guard + tuned model" in info["evaluation"]["safety"]
     ev = json.loads((run / "eval_heldout.json").read_text())
     assert ev["base"]["loss"] > 0 and ev["tuned"]["loss"] > 0 and len(ev["samples"]) == 1
 

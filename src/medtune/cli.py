@@ -119,11 +119,17 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"\ntrained {s['steps']} steps on {s['train_rows']} rows in {s['seconds']} s "
           f"({s['tokens_per_s']} real tokens/s, {s['precision']})")
     if result:
-        b, t = result["base"], result["tuned"]
-        print(f"\nheld-out test split ({result['test_rows']} rows, answer tokens only):")
-        print(f"  {'':<8}{'loss':>8}{'perplexity':>12}")
-        print(f"  {'base':<8}{b['loss']:>8.4f}{b['perplexity']:>12.2f}")
-        print(f"  {'tuned':<8}{t['loss']:>8.4f}{t['perplexity']:>12.2f}")
+        rep = result["report"]
+        print(f"\nheld-out test split ({result['test_rows']} rows; overlap/format on {rep['n']} greedy answers):")
+        print(f"  {'metric':<18}{'base':>9}{'tuned':>9}   95% CI (tuned)")
+        for m, v in rep["metrics"].items():
+            b = rep["base_metrics"][m]["value"]
+            print(f"  {m:<18}{b:>9.3f}{v['value']:>9.3f}   {v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}")
+        for m, d in rep["delta"].items():
+            print(f"  {m} tuned - base: {d['value']:+.3f} (95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}, "
+                  f"p={d['p_value']:.3f})")
+        for name, h in result.get("safety", {}).items():
+            print(f"  safety, {name}: " + ", ".join(f"{k} {x['value']:.3f}" for k, x in h.items()))
         for i, smp in enumerate(result["samples"], 1):
             print(f"\n[{i}] Q: {smp['question']}")
             print(textwrap.indent(textwrap.fill("base:  " + smp["base"], 100), "    "))
@@ -131,7 +137,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     d = tr.run_dir
     print(f"\nartifacts in {d}/:\n  adapter_model.safetensors + adapter_config.json (PEFT LoRA adapter)\n"
           f"  README.md (model card), config.yaml, run.json, chat_template.jinja, tokenizer/\n"
-          f"  data/ (train/val/test + manifest.json), metrics.jsonl, checkpoints/, eval_heldout.json")
+          f"  data/ (train/val/test + manifest.json), metrics.jsonl, checkpoints/, eval_heldout.json\n"
+          f"  eval/ (report.json, report.md, loss_curves.png, metrics.png, safety.png)")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

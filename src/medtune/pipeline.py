@@ -86,8 +86,11 @@ def _print_prepared(manifest: dict[str, Any], data_dir: Path) -> None:
 
 
 def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
-    """Base vs tuned on the held-out test split (loss, perplexity) and a few greedy answers."""
-    from medtune.eval.heldout import greedy_answers, heldout_loss
+    """Base vs tuned on the held-out test split with the evaluation suite's metrics: answer-token loss
+    and perplexity, ROUGE-1/2/L, BLEU and format adherence of greedy answers (identical prompts and
+    decoding for both: one model, adapter off and on), 95% CIs and paired bootstrap deltas."""
+    from medtune.eval.heldout import greedy_generate, heldout_loss
+    from medtune.eval.suite import answer_metrics
 
     data_dir = Path(cfg.data.prepared) if cfg.data.prepared else tr.run_dir / "data"
     rows = load_split(data_dir, "test")[: cfg.eval.max_eval_rows]
@@ -98,18 +101,83 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     pad = tr.tok.pad_token_id
     base = heldout_loss(tr.model, examples, pad, cfg.eval.batch_size, base=True)
     tuned = heldout_loss(tr.model, examples, pad, cfg.eval.batch_size, base=False)
-    n_show = min(cfg.eval.show_samples, cfg.eval.max_generations, len(rows))
-    convs = [[m for m in r["messages"] if m["role"] != "assistant"][:2] for r in rows[:n_show]]
+    n_gen = min(cfg.eval.max_generations, len(rows))
+    convs = [[m for m in r["messages"] if m["role"] != "assistant"][:2] for r in rows[:n_gen]]
+    refs = [_ref(r) for r in rows[:n_gen]]
     kw = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size,
           "repetition_penalty": cfg.eval.repetition_penalty}
-    base_ans = greedy_answers(tr.model, tr.tok, convs, cfg.data.system_prompt, base=True, desc="base answers", **kw)
-    tuned_ans = greedy_answers(tr.model, tr.tok, convs, cfg.data.system_prompt, base=False, desc="tuned answers", **kw)
-    samples = [{"question": c[-1]["content"], "reference": _ref(r), "base": b, "tuned": t}
-               for c, r, b, t in zip(convs, rows, base_ans, tuned_ans)]
+    answers = {}
+    for role, off in (("base", True), ("tuned", False)):
+        answers[role] = greedy_generate(tr.model, tr.tok, convs, cfg.data.system_prompt, base=off,
+                                        desc=f"{role} answers", **kw)
+    losses = {role: heldout_loss_items(tr.model, examples, pad, base=(role == "base")) for role in ("base", "tuned")}
+    entry = answer_metrics(refs, answers, losses)
+    samples = [{"question": c[-1]["content"], "reference": ref, "base": b, "tuned": t}
+               for c, ref, b, t in zip(convs, refs, answers["base"][0], answers["tuned"][0])][: cfg.eval.show_samples]
     result = {"test_rows": len(examples), "base": base, "tuned": tuned,
-              "loss_delta": round(tuned["loss"] - base["loss"], 4), "samples": samples}
+              "loss_delta": round(tuned["loss"] - base["loss"], 4), "samples": samples, "report": entry}
     (tr.run_dir / "eval_heldout.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     return result
+
+
+def heldout_loss_items(model: Any, examples: list[Any], pad: int, *, base: bool) -> list[float]:
+    """Per-item mean answer-token loss (for the paired bootstrap of tuned minus base)."""
+    import torch
+
+    from medtune.data.tokenize import collate
+    from medtune.eval.heldout import _adapter_off
+    from medtune.train.loss import AnswerLoss
+
+    lm = AnswerLoss(model).eval()
+    out = []
+    with torch.no_grad(), _adapter_off(model, base):
+        for e in examples:
+            loss, n = lm(**collate([e], pad))
+            out.append(float(loss) / max(int(n), 1))
+    return out
+
+
+def write_run_report(cfg: Config, tr: TrainedRun, result: dict[str, Any], safety: dict[str, Any]) -> list[Path]:
+    """eval/report.json + report.md (the `medtune eval` contract) and the PNG plots; returns the plots."""
+    from medtune.eval import plots
+    from medtune.eval.suite import write_report
+
+    out = tr.run_dir / "eval"
+    report = {"model": str(tr.run_dir), "base": cfg.model.name, "datasets": {"test-split": result["report"]}}
+    report["datasets"].update(safety.get("datasets", {}))
+    write_report(report, out)
+    made = [plots.loss_curves(tr.run_dir / "metrics.jsonl", out / "loss_curves.png"),
+            plots.metric_bars(result["report"], out / "metrics.png", "held-out test split: base vs tuned")]
+    if safety.get("figures"):
+        made.append(plots.safety_bars(safety["figures"], out / "safety.png"))
+    return [p for p in made if p]
+
+
+def safety_check(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
+    """The guarded system (guard, then the tuned model where the guard lets a prompt through) on the
+    red-team test split; the gate compares it with the configured thresholds."""
+    from medtune.eval.safety import _scored, guard_actions, guarded_actions, model_actions, policy_rows
+    from medtune.safety import redteam
+    from medtune.safety.measure import action_figures
+
+    rows = policy_rows(redteam.load_split("test"))
+    g_acts = guard_actions(rows)
+    passed = [i for i, (r, a) in enumerate(zip(rows, g_acts)) if a == "answer" and r["category"] not in
+              ("benign", "out_of_scope", "stop_medication", "diagnosis_request")]
+    m_acts, _ = model_actions(tr.model, tr.tok, [rows[i] for i in passed], cfg.data.system_prompt)
+    system = guarded_actions(g_acts, dict(zip(passed, m_acts)))
+    figures = {"guard": action_figures(rows, g_acts)["headline"], "guard + tuned model":
+               action_figures(rows, system)["headline"]}
+    return {"figures": figures, "datasets": {"redteam-guarded-system": _scored(rows, system)}}
+
+
+def gate_failures(cfg: Config, headline: dict[str, Any]) -> list[str]:
+    from medtune.safety.measure import meets_targets
+
+    e = cfg.eval
+    return meets_targets(headline, {"escalate_recall": e.gate_escalate_recall, "refuse_recall": e.gate_refuse_recall,
+                                    "benign_refused": e.gate_benign_refused,
+                                    "benign_escalated": e.gate_benign_escalated})
 
 
 def _ref(row: dict[str, Any]) -> str:
@@ -117,13 +185,26 @@ def _ref(row: dict[str, Any]) -> str:
 
 
 def run(cfg: Config) -> tuple[TrainedRun, dict[str, Any]]:
+    """train -> base vs tuned on the test split -> safety of the guarded system -> report and plots -> gate."""
     tr = train_run(cfg, hold_out_test=True)
     result = evaluate_run(cfg, tr)
+    safety = safety_check(cfg, tr) if cfg.eval.safety else {}
     if result:
-        evaluation = {"test loss (base)": result["base"]["loss"], "test loss (tuned)": result["tuned"]["loss"],
-                      "perplexity (base)": result["base"]["perplexity"],
-                      "perplexity (tuned)": result["tuned"]["perplexity"], "test rows": result["test_rows"]}
+        rep = result["report"]
+        evaluation = {"test_rows": result["test_rows"], "metrics": rep["metrics"],
+                      "base_metrics": rep["base_metrics"], "delta": rep["delta"]}
+        if safety:
+            evaluation["safety"] = safety["figures"]
         tr.summary["evaluation"] = evaluation
         provenance.update_run_info(tr.run_dir, evaluation=evaluation)
         provenance.write_model_card(tr.run_dir, cfg, tr.model_name, tr.model_license, tr.manifest, tr.summary)
+        result["plots"] = write_run_report(cfg, tr, result, safety)
+    if safety:
+        result["safety"] = safety["figures"]
+        misses = gate_failures(cfg, safety["figures"]["guard + tuned model"])
+        result["gate"] = misses
+        if misses:
+            raise MedtuneError("safety gate: the guarded system is below the configured thresholds: "
+                               + "; ".join(misses) + f" (figures in {tr.run_dir}/eval/report.md; thresholds: "
+                               "eval.gate_* in the config)")
     return tr, result

@@ -5,9 +5,11 @@ cleaning map runs in `num_proc` worker processes, and only small per-row keys ar
 de-duplication and splitting, so a million-row source never has to fit in RAM.
 
 The split is decided by a seeded hash of the normalised question, so one question (and every copy of
-it) lands in exactly one split. The manifest records counts per source, rejects by reason with
-FILE:LINE (never their text), input hashes and licenses. Every file is written under a temporary name
-and renamed, so an interrupted prepare leaves nothing half-written.
+it) lands in exactly one split. The safety-policy filter (medtune.data.policy_filter) drops answers that
+give personal doses or prescriptions and hedges (or drops) answers that diagnose the asker; the built-in
+set is exempt by construction (it is written to the policy). The manifest records counts per source,
+rejects by reason with FILE:LINE (never their text), policy rewrites, input hashes and licenses. Every
+file is written under a temporary name and renamed, so an interrupted prepare leaves nothing half-written.
 
 Run as: medtune prepare --data NAME_OR_FILE [--data ...] --output DIR
 """
@@ -31,7 +33,7 @@ import datasets
 
 from medtune import __version__
 from medtune.config import DataConfig
-from medtune.data import catalog, formats, sources
+from medtune.data import catalog, formats, policy_filter, sources
 from medtune.data.clean import assistant_text, clean_conversation, first_user, question_key
 from medtune.data.dedup import minhash_batch, near_duplicates
 from medtune.errors import MedtuneError
@@ -49,7 +51,9 @@ FEATURES = datasets.Features({
     "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
     "reject": datasets.Value("string"),
     "min_answer_chars": datasets.Value("int32"),
+    "policy_filter": datasets.Value("bool"),
 })
+POLICY_PREFIX = "policy:"  # reject reasons of the safety-policy filter: "policy:personal_dosing", ...
 
 
 @dataclass
@@ -65,6 +69,7 @@ class SourcePlan:
     citation: str = ""
     min_answer_chars: int = 20
     max_good_rows: int | None = None
+    policy_filter: bool = True
 
 
 def resolve_source(spec: str, cfg: DataConfig) -> SourcePlan:
@@ -94,7 +99,8 @@ def resolve_source(spec: str, cfg: DataConfig) -> SourcePlan:
         raise MedtuneError(f"--data {spec}: no such file, and not a dataset name ({', '.join(catalog.CATALOG)})")
     max_good = cfg.max_rows * READ_FACTOR if cfg.max_rows else None
     plan = SourcePlan(name=name, weight=weight, locations=locations, format="",
-                      min_answer_chars=cfg.min_answer_chars, max_good_rows=max_good)
+                      min_answer_chars=cfg.min_answer_chars, max_good_rows=max_good,
+                      policy_filter=cfg.policy_filter and (entry is None or entry.name != "builtin"))
     if entry is not None:
         plan.format, plan.license, plan.citation = entry.format, entry.license, entry.citation
         if locations[0] == entry.hub_id:
@@ -142,22 +148,31 @@ def _generate(plans: list[SourcePlan]):  # noqa: ANN202 (a generator for dataset
                 if not reject:
                     good += 1
                 yield {"source": plan.name, "where": where, "id": rid, "messages": conv, "reject": reject,
-                       "min_answer_chars": plan.min_answer_chars}
+                       "min_answer_chars": plan.min_answer_chars, "policy_filter": plan.policy_filter}
                 if plan.max_good_rows and good >= plan.max_good_rows:
                     break
 
 
 def _clean_batch(batch: dict[str, list], *, phi_scrub: bool, max_answer_chars: int, dedup: bool) -> dict:
-    out: dict[str, list] = {"messages": [], "reject": [], "qkey": [], "ckey": [], "phi": [], "sig": []}
+    out: dict[str, list] = {"messages": [], "reject": [], "qkey": [], "ckey": [], "phi": [], "sig": [], "policy": []}
     texts = []
-    for conv, reject, min_chars in zip(batch["messages"], batch["reject"], batch["min_answer_chars"]):
+    for conv, reject, min_chars, policy_on in zip(batch["messages"], batch["reject"], batch["min_answer_chars"],
+                                                  batch["policy_filter"]):
         phi: dict[str, int] = {}
+        policy = ""
         if not reject:
             conv, phi, reject = clean_conversation(conv, phi_scrub=phi_scrub, min_answer_chars=min_chars,
                                                    max_answer_chars=max_answer_chars)
+        if not reject and policy_on:
+            checked, reason = policy_filter.apply(conv)
+            if checked is None:
+                reject = POLICY_PREFIX + str(reason)
+            elif reason:
+                conv, policy = checked, "rewritten"
         q, a = first_user(conv), assistant_text(conv)
         out["messages"].append(conv)
         out["reject"].append(reject)
+        out["policy"].append(policy)
         out["qkey"].append(question_key(q) if not reject else "")
         out["ckey"].append(question_key(q + "\n" + a) if not reject else "")
         out["phi"].append(json.dumps(phi) if phi else "")
@@ -258,7 +273,7 @@ def _select(ds: datasets.Dataset, plans: list[SourcePlan], cfg: DataConfig,
 def _print_rejects(ds: datasets.Dataset, rejects: list[tuple[int, str]]) -> None:
     """Rows the user must fix (unreadable or missing fields) are named on stderr, FILE:LINE first."""
     broken = [(i, r) for i, r in rejects if not r.startswith(("exact duplicate", "near-duplicate", "answer ",
-                                                                  "question too short"))]
+                                                                  "question too short", POLICY_PREFIX))]
     for i, reason in broken[:MAX_PRINTED_REJECTS]:
         print(f"skipped {ds[i]['where']}: {reason}", file=sys.stderr)
     if len(broken) > MAX_PRINTED_REJECTS:
@@ -316,7 +331,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def _manifest(ds: datasets.Dataset, plans: list[SourcePlan], rejects: list[tuple[int, str]],
               indices: dict[str, list[int]], cfg: DataConfig, seed: int, *, val_fraction: float,
               test_fraction: float, seconds: float) -> dict[str, Any]:
-    meta = ds.select_columns(["source", "where", "phi"])
+    meta = ds.select_columns(["source", "where", "phi", "policy"])
     read = Counter(meta["source"])
     by_reason: dict[str, Counter] = defaultdict(Counter)
     listed = []
@@ -331,6 +346,9 @@ def _manifest(ds: datasets.Dataset, plans: list[SourcePlan], rejects: list[tuple
     for s, p in zip(meta["source"], meta["phi"]):
         if p:
             phi[s].update(json.loads(p))
+    rewrites = Counter(s for s, p in zip(meta["source"], meta["policy"]) if p == "rewritten")
+    policy_dropped = Counter(reason.removeprefix(POLICY_PREFIX) for _, reason in rejects
+                             if reason.startswith(POLICY_PREFIX))
     per_split = {s: Counter(meta.select(indices[s])["source"]) if indices[s] else Counter() for s in SPLITS}
     return {
         "medtune_version": __version__,
@@ -347,10 +365,12 @@ def _manifest(ds: datasets.Dataset, plans: list[SourcePlan], rejects: list[tuple
             "rows_read": read.get(p.name, 0),
             "rejects": dict(by_reason.get(p.name, {})),
             "phi_replaced": dict(phi.get(p.name, {})),
+            "policy_rewrites": rewrites.get(p.name, 0),
             "splits": {s: per_split[s].get(p.name, 0) for s in SPLITS},
         } for p in plans],
         "rejects": listed,
         "rejects_total": len(rejects),
+        "policy_filter": {"dropped": dict(policy_dropped), "rewritten": sum(rewrites.values())},
     }
 
 

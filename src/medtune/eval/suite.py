@@ -151,10 +151,7 @@ def score(model: Any, tok: Any, kind: str, rows: list[dict[str, Any]], system_pr
 def _overlap_metrics(model: Any, tok: Any, rows: list[dict[str, Any]], system_prompt: str) -> dict[str, Any]:
     """ROUGE-1/2/L (rouge-score, stemmed F1) and corpus BLEU (sacrebleu) of greedy answers vs the references,
     on at most GEN_BUDGET items of at most GEN_TOKENS new tokens (generation is the slow part on a CPU)."""
-    from rouge_score import rouge_scorer
-    from sacrebleu.metrics import BLEU
 
-    from medtune.eval import style
     from medtune.eval.heldout import greedy_generate
 
     items = []
@@ -167,21 +164,50 @@ def _overlap_metrics(model: Any, tok: Any, rows: list[dict[str, Any]], system_pr
         return {}
     answers, stopped = greedy_generate(model, tok, [c[:1] for c in items], system_prompt, GEN_TOKENS, base=False,
                                        repetition_penalty=REPETITION_PENALTY, desc="greedy answers")
-    refs = [c[1]["content"] for c in items]
+    return overlap_figures([c[1]["content"] for c in items], answers, stopped)[0]
+
+
+def overlap_figures(refs: list[str], answers: list[str],
+                    stopped: list[bool]) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """({rouge1, rouge2, rougeL, bleu, format_adherence: {value, ci95}}, per-item values for pairing)."""
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
+
+    from medtune.eval import style
+
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     per = [scorer.score(r, a) for r, a in zip(refs, answers)]
     out: dict[str, Any] = {}
+    items: dict[str, list[float]] = {}
     for key in ("rouge1", "rouge2", "rougeL"):
-        v, lo, hi = bootstrap_ci([p[key].fmeasure for p in per])
+        items[key] = [p[key].fmeasure for p in per]
+        v, lo, hi = bootstrap_ci(items[key])
         out[key] = {"value": v, "ci95": [lo, hi]}
     bleu = BLEU()
     v, lo, hi = bootstrap_ci(np.arange(len(refs)), lambda idx: bleu.corpus_score(
         [answers[i] for i in idx.astype(int)], [[refs[i] for i in idx.astype(int)]]).score, n_boot=300)
     out["bleu"] = {"value": v, "ci95": [lo, hi]}
-    passed, rates = style.adherence(answers, stopped)
-    v, lo, hi = bootstrap_ci(passed)
+    items["format_adherence"], rates = style.adherence(answers, stopped)
+    v, lo, hi = bootstrap_ci(items["format_adherence"])
     out["format_adherence"] = {"value": v, "ci95": [lo, hi], "checks": rates}
-    return out
+    return out, items
+
+
+def answer_metrics(refs: list[str], answers: dict[str, tuple[list[str], list[bool]]],
+                   losses: dict[str, list[float]]) -> dict[str, Any]:
+    """A report entry for base vs tuned on the same items: answer loss/perplexity, overlap and format
+    figures with CIs, and paired bootstrap deltas (tuned - base) of answer loss, ROUGE-L and format."""
+    entry: dict[str, Any] = {"kind": "qa", "n": len(losses["tuned"]), "rejects": []}
+    per: dict[str, dict[str, list[float]]] = {}
+    for role, key in (("tuned", "metrics"), ("base", "base_metrics")):
+        figs, per[role] = overlap_figures(refs, *answers[role])
+        v, lo, hi = bootstrap_ci(losses[role])
+        per[role]["answer_loss"] = losses[role]
+        ppl = {"value": math.exp(v), "ci95": [math.exp(lo), math.exp(hi)]}
+        entry[key] = {"answer_loss": {"value": v, "ci95": [lo, hi]}, "perplexity": ppl, **figs}
+    entry["delta"] = {k: paired_bootstrap(per["tuned"][k], per["base"][k])
+                      for k in ("answer_loss", "rougeL", "format_adherence")}
+    return entry
 
 
 def _score_yesno(model: Any, tok: Any, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[float], list]:

@@ -1,11 +1,11 @@
 """Fit the guard's classifier and choose its thresholds; writes guard_model.npz + guard_model.json.
 
-Fitted on: the red-team suite's build split (written for medtune), MedSafetyBench train (clinician-side
-harmful requests -> unethical_practice) and real consumer health questions (ChatDoctor GenMedGPT,
-WikiDoc patient information, MedQuAD, MEDIQA-2019 train/validation -> benign). Thresholds are chosen
-on the dev split and the held-out parts of those datasets: the lowest thresholds whose over-refusal and
-over-escalation on the answer categories stay within a safety margin of the targets. The red-team test
-split and MEDIQA-2019 test are never read here.
+Fitted on: the red-team suite's build split and the fit-only prompts of redteam_fit/ (written for
+medtune, by other hands than the suite, with a look-alike for every harmful prompt), MedSafetyBench train
+(clinician-side harmful requests -> unethical_practice) and real consumer health questions (ChatDoctor
+GenMedGPT -> diagnosis_request; WikiDoc patient information, MedQuAD, MEDIQA-2019 train/validation ->
+benign). Thresholds are chosen on the suite's dev split and held-out consumer questions, trading recall
+against wrongly blocked answers (PENALTY). The red-team test split and MEDIQA-2019 test are never read here.
 
 Run as: medtune guard --rebuild [--data-dir ../shared/data]
 """
@@ -124,7 +124,7 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     started = time.time()
     suite = redteam.load_rows()
     where = redteam.assign_splits(suite)
-    fit_rows = [r for r in suite if where[r["id"]] == "build"]
+    fit_rows = [r for r in suite if where[r["id"]] == "build"] + redteam.load_rows(redteam.FIT_DIR)
     dev_rows = [r for r in suite if where[r["id"]] == "dev"]
     outside, used = _outside_rows(data_dir)
     if not any(u["dataset"] == "medsafetybench" for u in used):
@@ -150,7 +150,8 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
         "classifier": f"multinomial logistic regression (scikit-learn), C={C}, balanced class weights",
         "built_with": f"medtune {__version__}", "built_at": time.strftime("%Y-%m-%d"),
         "fit_counts": counts, "dev_headline": dev_fig["headline"],
-        "fitted_on": [{"dataset": "medtune red-team suite (build split)", "license": "Apache-2.0 (medtune)"}, *used],
+        "fitted_on": [{"dataset": "medtune red-team suite (build split) and redteam_fit/ (fit-only prompts)",
+                       "license": "Apache-2.0 (medtune)"}, *used],
         "rebuild": "medtune guard --rebuild --data-dir ../shared/data",
         "seconds": round(time.time() - started, 1),
     }

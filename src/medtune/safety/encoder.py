@@ -40,14 +40,16 @@ def encode(texts: list[str], *, batch_size: int = 64) -> np.ndarray:
 
     tok, model = _load()
     out = np.zeros((len(texts), DIM), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda k: len(texts[k]))  # similar lengths batch with little padding
     with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            batch = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=MAX_TOKENS,
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            batch = tok([texts[k] for k in idx], padding=True, truncation=True, max_length=MAX_TOKENS,
                         return_tensors="pt")
             hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            out[i:i + len(pooled)] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
     return out
 
 

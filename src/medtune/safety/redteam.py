@@ -17,6 +17,7 @@ from medtune.errors import MedtuneError
 from medtune.safety.policy import CATEGORIES
 
 SUITE_DIR = Path(__file__).parent / "redteam"
+FIT_DIR = Path(__file__).parent / "redteam_fit"  # extra labelled prompts used only to fit the guard, never to score it
 SPLITS = {"build": 0.5, "dev": 0.2, "test": 0.3}  # fractions per category, in this order
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
 import sys
 import time
@@ -33,6 +34,7 @@ from medtune.errors import MedtuneError
 from medtune.hardware import cpu_supports_bf16
 from medtune.train import checkpoint
 from medtune.train.loss import AnswerLoss
+from medtune.train.probe import BestCheckpoint, choose_metric, load_probe, save_best
 
 log = logging.getLogger("medtune.train")
 PAD_MULTIPLE = 32  # batch widths are rounded up to this: a few reusable kernel shapes instead of hundreds
@@ -148,6 +150,13 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
         log.info("resuming from %s (step %d of %d)", found[-1], step, total_steps)
     elif metrics_path.exists():
         metrics_path.unlink()
+    if not t.resume:
+        shutil.rmtree(run_dir / "best", ignore_errors=True)
+    probe, best = None, None
+    if t.probe_steps:
+        probe = load_probe(t.probe_mcq, load_split(data_dir, "val"), t.probe_mcq_rows, t.probe_qa_rows,
+                           cfg.data.system_prompt)
+        best = BestCheckpoint.restore(run_dir / "best", choose_metric(t.best_metric, probe), step)
 
     def batches_from(micro_start: int):  # noqa: ANN202
         epoch, skip = divmod(micro_start, per_epoch_local)
@@ -201,7 +210,13 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
             if step == total_steps and val_ex:
                 last_eval = eval_loss(acc.unwrap_model(loss_model), val_ex, cfg.eval.batch_size, pad_id, autocast)
                 record["eval_loss"] = round(last_eval, 5)
-            if acc.is_main_process and (step % t.logging_steps == 0 or "eval_loss" in record or step == total_steps):
+            probed = probe is not None and acc.is_main_process and (step % t.probe_steps == 0 or step == total_steps)
+            if probed:
+                record.update(probe.run(acc.unwrap_model(loss_model).model, tok, autocast))
+            if best and acc.is_main_process and best.update(step, record):
+                save_best(acc.unwrap_model(loss_model).model, run_dir / "best", best)
+            if acc.is_main_process and (step % t.logging_steps == 0 or "eval_loss" in record or probed
+                                        or step == total_steps):
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
@@ -229,7 +244,7 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
             "tokens_per_s": round(tokens_seen * acc.num_processes / max(seconds, 1e-9), 1),
             "final_loss": _last_loss(metrics_path), "eval_loss": last_eval,
             "peak_memory_mb": _peak_memory_mb(device), "threads": torch.get_num_threads(),
-            "processes": acc.num_processes}
+            "processes": acc.num_processes, "best": best.as_dict() if best else None}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
