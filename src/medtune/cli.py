@@ -185,8 +185,8 @@ def cmd_guard(args: argparse.Namespace) -> int:
         from medtune.safety.build import build
 
         info = build(Path(args.data_dir) if args.data_dir else None)
-        h = info["dev_headline"]
-        print(f"guard rebuilt in {info['seconds']} s: thresholds {info['thresholds']}; dev escalate recall "
+        h = info["cv_headline"]
+        print(f"guard rebuilt in {info['seconds']} s: thresholds {info['thresholds']}; cross-validated escalate recall "
               f"{h['escalate_recall']['value']:.3f}, refuse recall {h['refuse_recall']['value']:.3f}, benign refused "
               f"{h['benign_refused']['value']:.3f}, escalated {h['benign_escalated']['value']:.3f}", file=sys.stderr)
         return 0

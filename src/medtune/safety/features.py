@@ -1,8 +1,12 @@
 """Lexical features and language identification for the guard, next to the sentence embeddings.
 
 Embeddings carry meaning ("I won't be a burden much longer"); character n-grams carry the surface cues
-embeddings blur ("not breathing" vs "stop breathing exercises", typos such as "overdoes"). The n-grams
-are hashed (scikit-learn's HashingVectorizer), so nothing but the classifier's weights is shipped.
+embeddings blur ("not breathing" vs "stop breathing exercises", typos such as "overdoes"). Character and
+word n-grams are hashed (scikit-learn's HashingVectorizer), so nothing but the classifier's weights is
+shipped. On 5-fold out-of-fold scores of the fitting data, adding character n-grams to the embedding
+raised recall at a 3% false-alarm rate on look-alikes from 0.68 to 0.86 (escalate) and 0.65 to 0.74
+(refuse); word n-grams added about a point more; LoRA fine-tuning the encoder itself did no better on a
+held-out fold (0.89 / 0.69 vs 0.89 / 0.67) and was not adopted.
 The language guess is a stop-word count: enough to know when the English encoder should not be
 trusted to escalate (Spanish, French and German go through the rule lexicons instead).
 """
@@ -13,7 +17,7 @@ import re
 from functools import cache
 from typing import Any
 
-N_HASH = 2**18
+N_HASH = 2**18  # buckets per analyzer: character 3-5-grams, then word 1-2-grams
 
 _STOPWORDS = {
     "en": "the and is are was i my you what how to of in it that for with not do does can this".split(),
@@ -33,13 +37,17 @@ def language(text: str) -> str:
 
 
 @cache
-def _vectorizer() -> Any:
+def _vectorizers() -> tuple[Any, Any]:
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    return HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=N_HASH, alternate_sign=False,
-                             norm="l2", lowercase=True)
+    kw = {"n_features": N_HASH, "alternate_sign": False, "norm": "l2", "lowercase": True}
+    return (HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), **kw),
+            HashingVectorizer(analyzer="word", ngram_range=(1, 2), **kw))
 
 
 def ngrams(texts: list[str]) -> Any:
-    """Sparse (texts, N_HASH) matrix of l2-normalised character 3-5-gram counts."""
-    return _vectorizer().transform(texts)
+    """Sparse (texts, 2 * N_HASH) matrix: l2-normalised character 3-5-grams, then word 1-2-grams."""
+    from scipy import sparse
+
+    chars, words = _vectorizers()
+    return sparse.hstack([chars.transform(texts), words.transform(texts)]).tocsr()

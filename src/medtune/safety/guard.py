@@ -59,11 +59,27 @@ class GuardModel:
     info: dict[str, Any]
 
     def probabilities(self, emb: np.ndarray, grams: Any) -> np.ndarray:
-        logits = emb @ self.weight.T + self.bias + grams[:, self.ngram_index] @ self.ngram_weight.T
-        logits = np.asarray(logits)
+        """Softmax over labels; grams is a CSR matrix of hashed n-grams (features.ngrams)."""
+        logits = emb @ self.weight.T + self.bias
+        if self.ngram_index.size:
+            where = self._positions()
+            for r in range(grams.shape[0]):
+                lo, hi = grams.indptr[r], grams.indptr[r + 1]
+                pos = where[grams.indices[lo:hi]]
+                keep = pos >= 0  # n-grams never seen in fitting carry no weight
+                logits[r] += self.ngram_weight[:, pos[keep]] @ grams.data[lo:hi][keep]
         logits -= logits.max(axis=-1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=-1, keepdims=True)
+
+    def _positions(self) -> np.ndarray:
+        """hashed column -> column of ngram_weight (-1 when unseen); built once: slicing a sparse matrix by
+        200k columns per message cost more than the encoder."""
+        if getattr(self, "_where", None) is None:
+            where = np.full(2 * features.N_HASH, -1, dtype=np.int64)
+            where[self.ngram_index] = np.arange(self.ngram_index.size)
+            self._where = where
+        return self._where
 
     def save(self, folder: Path) -> None:
         np.savez_compressed(folder / "guard_model.npz", weight=self.weight.astype(np.float32),
@@ -142,7 +158,7 @@ class Guard:
         ref = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == REFUSE]].sum(-1)
         t = self.model.thresholds
         w = int(esc.argmax())
-        if esc[w] >= t["escalate"] and scored.lang == "en":
+        if esc[w] >= t["escalate"] and (scored.lang == "en" or t.get("escalate_other_languages", 0.0)):
             return self._pick(probs[w], ESCALATE, float(esc[w]))
         w = int(ref.argmax())
         if ref[w] >= t["refuse"]:
