@@ -5,6 +5,9 @@ in length-sorted batches. The reference scores each option with its own forward 
 time (as ../shared/acceptance/mcq_ref.py and a plain lm-eval loop do); it runs on the first --ref-limit
 questions only and the ratio is per question. Both agree on every prediction they share.
 
+On CPUs with native bf16 it also times the same scoring under bf16 autocast (`medtune eval --bf16`) and
+reports how many predictions change against fp32.
+
 Run as: python benchmarks/mcq_speed.py [--n 1000] [--ref-limit 100] [--data-dir ../shared/data]
 """
 
@@ -18,6 +21,7 @@ import torch
 
 from medtune.config import ModelConfig
 from medtune.eval.mcq import mcq_items, rank_choices
+from medtune.hardware import cpu_supports_bf16
 from medtune.model.load import load_for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +69,14 @@ def main() -> None:
           f"1,000 in <= 180 s)")
     print(f"reference: {ref_s:7.1f} s for {k} ({1000 * ref_s / k:.0f} ms/question)")
     print(f"speed-up per question {ref_s / k / (ours_s / len(prompts)):.1f}x; predictions agree on {agree:.1%}")
+    if cpu_supports_bf16():  # `medtune eval --bf16`: the same scoring under bf16 autocast
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = rank_choices(model, tok, prompts, choices, batch_size=args.batch_size)
+        fast_s = time.perf_counter() - t0
+        same = sum(a == b for a, b in zip(ours, fast)) / len(ours)
+        print(f"bf16     : {fast_s:7.1f} s for {len(prompts)} ({1000 * fast_s / len(prompts):.0f} ms/question), "
+              f"{ours_s / fast_s:.1f}x the fp32 run; predictions agree with fp32 on {same:.1%}")
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if unknown:
         raise MedtuneError(f"--mcq-protocols: unknown {sorted(unknown)} (letters, text, chat, generative)")
     report = evaluate(args.model, args.base, args.data, limit=args.limit, output=Path(args.output),
-                      mcq_protocols=protocols)
+                      mcq_protocols=protocols, bf16=args.bf16)
     print(f"{'dataset':<28}{'kind':<6}{'n':>5}  {'metric':<11}{'model':>8}  {'95% CI':<15}"
           + (f"{'base':>8}{'delta':>9}{'p':>7}" if args.base else ""))
     for name, e in report["datasets"].items():
@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="default", help="default, a run folder, a hub id/folder, or a .gguf")
     ev.add_argument("--base", help="a second model scored identically (e.g. the run's base: default)")
     ev.add_argument("--data", action="append", metavar="FILE", help="evaluation file (repeatable)")
+    ev.add_argument("--bf16", action="store_true", help="run the forwards under bf16 autocast: ~2.4x faster on CPUs "
+                    "with native bf16; the default fp32 matches lm-evaluation-harness exactly")
     ev.add_argument("--suite", choices=("safety",), help="safety: the red-team test split through the guard and "
                     "through the model's own answers (rubric), per category; --limit caps the model's prompts (60)")
     ev.add_argument("--limit", type=int, help="score at most N rows per file")

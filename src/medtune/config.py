@@ -88,6 +88,7 @@ class TrainConfig:
     save_steps: int = _f(0, "Write a resumable checkpoint every N steps (0 = only at the end).")
     save_total_limit: int = _f(2, "Keep this many step checkpoints.")
     eval_steps: int = _f(0, "Evaluate on the val split every N steps (0 = only at the end).")
+    report_to: list[str] = _f([], "Also log metrics to these trackers when installed: tensorboard, mlflow.")
     probe_steps: int = _f(0, "Every N steps score a small probe (multiple-choice accuracy, ROUGE-L of greedy answers) "
                              "and keep the best adapter in best/ (0 = off).")
     probe_mcq: str | None = _f(None, "JSONL multiple-choice file for the probe ({question, options, answer, subject}).")

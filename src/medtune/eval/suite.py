@@ -227,7 +227,23 @@ def _score_yesno(model: Any, tok: Any, rows: list[dict[str, Any]]) -> tuple[dict
 
 
 def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: int | None,
-             output: Path, mcq_protocols: tuple[str, ...] = MCQ_PROTOCOLS) -> dict[str, Any]:
+             output: Path, mcq_protocols: tuple[str, ...] = MCQ_PROTOCOLS, bf16: bool = False) -> dict[str, Any]:
+    """Score every file with every model; bf16 runs the forwards under bf16 autocast (about 2.4x faster on
+    CPUs with native bf16; lm-eval's own protocol is fp32, the default)."""
+    import contextlib
+
+    import torch
+
+    precision = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with precision:
+        report = _evaluate(model_spec, base_spec, data, limit=limit, output=output, mcq_protocols=mcq_protocols)
+    report["precision"] = "bf16" if bf16 else "fp32"
+    write_report(report, output)
+    return report
+
+
+def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: int | None,
+              output: Path, mcq_protocols: tuple[str, ...]) -> dict[str, Any]:
     from medtune.model.load import load_for_inference, run_info
 
     files = [(Path(d).stem, Path(d)) for d in data]

@@ -35,6 +35,7 @@ from medtune.hardware import cpu_supports_bf16
 from medtune.train import checkpoint
 from medtune.train.loss import AnswerLoss
 from medtune.train.probe import BestCheckpoint, choose_metric, load_probe, save_best
+from medtune.train.trackers import Trackers
 
 log = logging.getLogger("medtune.train")
 PAD_MULTIPLE = 32  # batch widths are rounded up to this: a few reusable kernel shapes instead of hundreds
@@ -152,6 +153,9 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
         metrics_path.unlink()
     if not t.resume:
         shutil.rmtree(run_dir / "best", ignore_errors=True)
+    trackers = Trackers(t.report_to, run_dir, {"lr": t.lr, "batch_size": t.batch_size, "grad_accum": t.grad_accum,
+                                                "epochs": t.epochs, "lora_r": cfg.lora.r, "model": cfg.model.name}) \
+        if t.report_to and acc.is_main_process else None
     probe, best = None, None
     if t.probe_steps:
         probe = load_probe(t.probe_mcq, load_split(data_dir, "val"), t.probe_mcq_rows, t.probe_qa_rows,
@@ -219,6 +223,8 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
                                         or step == total_steps):
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
+                if trackers:
+                    trackers.log(record)
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
             if acc.is_main_process and t.save_steps and step % t.save_steps == 0 and step < total_steps:
@@ -234,6 +240,8 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any) -> d
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+        if trackers:
+            trackers.close()
     bar.close()
     seconds = time.perf_counter() - started
     if acc.is_main_process:
