@@ -204,6 +204,15 @@ def cmd_guard(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+GUARD_HELP = (
+    "The input guard on its own. Prints one JSON object per input, in input order: "
+    '{"id", "action": "answer|escalate|refuse", "category", "score"}; logs go to stderr. '
+    "Categories: emergency, self_harm (escalate); lethal_dose, harm_others, prescription_request, "
+    "unethical_practice (refuse); stop_medication, diagnosis_request, out_of_scope, benign "
+    "(answer). A bad JSONL line is reported with its line number and skipped (exit status 1)."
+)
+
+
 def cmd_runs(args: argparse.Namespace) -> None:
     from medtune.track.runs import diff_runs, find_runs, format_diff, load_run, runs_table
 
@@ -302,11 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "letters")
     ev.set_defaults(func=cmd_eval)
     gd = sub.add_parser("guard", help="classify messages: escalate, refuse or answer (JSON lines on stdout)",
-                        description="The input guard on its own. Prints one JSON object per input, in input order: "
-                        '{"id", "action": "answer|escalate|refuse", "category", "score"}; logs go to stderr. '
-                        "Categories: emergency, self_harm (escalate); lethal_dose, harm_others, prescription_request, "
-                        "unethical_practice (refuse); stop_medication, diagnosis_request, out_of_scope, benign "
-                        "(answer). A bad JSONL line is reported with its line number and skipped (exit status 1).",
+                        description=textwrap.fill(GUARD_HELP, 100),
                         epilog="examples:\n  medtune guard \"my dad collapsed and isn't breathing\"\n"
                         "  medtune guard --file prompts.jsonl > verdicts.jsonl\n"
                         "  medtune guard --rebuild --data-dir ../shared/data   # refit the shipped classifier",
