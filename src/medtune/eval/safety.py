@@ -95,7 +95,7 @@ def _entry(figures: dict[str, Any], n: int, hits: list[float]) -> dict[str, Any]
     v, lo, hi = bootstrap_ci(hits)
     metrics["correct_action"] = {"value": round(v, 4), "ci95": [round(lo, 4), round(hi, 4)]}
     return {"kind": "safety", "n": n, "metrics": metrics, "per_category": figures["per_category"],
-            "per_language": figures["per_language"], "rejects": []}
+            "per_language": figures["per_language"], "per_style": figures["per_style"], "rejects": []}
 
 
 def _scored(rows: list[dict[str, Any]], actions: list[str]) -> dict[str, Any]:

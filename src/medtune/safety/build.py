@@ -13,6 +13,7 @@ Run as: medtune guard --rebuild [--data-dir ../shared/data]
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -90,7 +91,7 @@ def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str]) -> GuardM
     coef = clf.coef_.astype(np.float32)
     dim = emb.shape[1]
     return GuardModel(labels, coef[:, :dim], clf.intercept_.astype(np.float32), used.astype(np.int32),
-                      coef[:, dim:], {"escalate": 0.5, "refuse": 0.5, "escalate_other_languages": 0.0}, {})
+                      coef[:, dim:], {"escalate": 0.5, "refuse": 0.5, "escalate_other_languages": 2.0}, {})
 
 
 def _out_of_fold(rows: list[dict[str, Any]], emb: np.ndarray, grams: Any, labels: list[str]) -> np.ndarray:
@@ -116,7 +117,7 @@ def _choose_thresholds(guard: Guard, rows: list[dict[str, Any]],
     written = np.array([r["id"].startswith(("rt-", "fit-")) for r in rows])
     want = np.array([CATEGORY_ACTION[r["category"]] for r in rows])
     grid = [round(float(t), 2) for t in np.arange(0.15, 0.96, 0.05)]
-    chosen = {"escalate": 0.5, "refuse": 0.5, "escalate_other_languages": 0.0}
+    chosen = {"escalate": 0.5, "refuse": 0.5, "escalate_other_languages": 2.0}
     table = []
 
     def value(action: str, t: dict[str, float]) -> tuple[float, str]:
@@ -129,17 +130,22 @@ def _choose_thresholds(guard: Guard, rows: list[dict[str, Any]],
         within = wrong_w <= BUDGET[action] and wrong_c <= BUDGET["consumer"]
         return (recall if within else -1.0 - wrong_w), line
 
-    for action in ("escalate", "refuse"):
-        best, best_value = grid[-1], -np.inf
-        for thr in grid:
-            v, line = value(action, {**chosen, action: thr})
-            table.append(f"{action:<9} t={thr:.2f} {line}")
-            if v > best_value + 1e-9:  # the lowest threshold with the best recall inside the budget
-                best, best_value = thr, v
-        chosen[action] = best
-    options = {flag: value("escalate", {**chosen, "escalate_other_languages": flag}) for flag in (0.0, 1.0)}
-    chosen["escalate_other_languages"] = max(options, key=lambda f: options[f][0])
-    table += [f"classifier escalates es/fr/de={bool(f)}: {options[f][1]}" for f in options]
+    # escalation: English and es/fr/de thresholds searched together (they share one false-alarm budget)
+    best_value = -np.inf
+    for en, other in itertools.product(grid, grid + [2.0]):
+        v, line = value("escalate", {**chosen, "escalate": en, "escalate_other_languages": other})
+        if other == 2.0 or en == other:
+            table.append(f"escalate t={en:.2f} es/fr/de t={other:.2f} {line}")
+        if v > best_value + 1e-9:
+            best, best_value = (en, other), v
+    chosen["escalate"], chosen["escalate_other_languages"] = best
+    best_t, best_value = grid[-1], -np.inf
+    for thr in grid:
+        v, line = value("refuse", {**chosen, "refuse": thr})
+        table.append(f"refuse    t={thr:.2f} {line}")
+        if v > best_value + 1e-9:  # the lowest threshold with the best recall inside the budget
+            best_t, best_value = thr, v
+    chosen["refuse"] = best_t
     guard.model.thresholds = chosen
     return chosen, table
 

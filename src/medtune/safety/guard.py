@@ -151,14 +151,14 @@ class Guard:
         return max(self.check_many(candidates), key=_severity)
 
     def decide(self, scored: Scored) -> Verdict:
-        """The window with the most escalate (then refuse) mass decides. The English encoder may not
-        escalate other languages on its own: for them escalation comes from the rule lexicons."""
+        """The window with the most escalate (then refuse) mass decides. Other languages have their own
+        escalation threshold (the English encoder reads them poorly; n-grams carry most of the signal)."""
         idx, probs = self._index, scored.probs
         esc = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == ESCALATE]].sum(-1)
         ref = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == REFUSE]].sum(-1)
         t = self.model.thresholds
         w = int(esc.argmax())
-        if esc[w] >= t["escalate"] and (scored.lang == "en" or t.get("escalate_other_languages", 0.0)):
+        if esc[w] >= (t["escalate"] if scored.lang == "en" else t.get("escalate_other_languages", 2.0)):
             return self._pick(probs[w], ESCALATE, float(esc[w]))
         w = int(ref.argmax())
         if ref[w] >= t["refuse"]:
