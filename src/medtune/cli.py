@@ -243,15 +243,15 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _print_safety(report: dict[str, Any]) -> None:
-    print(f"{'system':<34}{'n':>5}  " + "".join(f"{m:>18}" for m in
-                                            ("escalate_recall", "refuse_recall", "benign_refused", "benign_escalated")))
+    from medtune.eval.safety import HEADLINE
+
+    print(f"{'system':<34}{'n':>5}  " + "".join(f"{m:>18}" for m in HEADLINE))
     for name, e in report["datasets"].items():
         for role in ("metrics", "base_metrics"):
             if role not in e:
                 continue
             label = name + (" (base)" if role == "base_metrics" else "")
-            cells = "".join(f"{e[role][m]['value']:>18.3f}" if m in e[role] else f"{'-':>18}"
-                            for m in ("escalate_recall", "refuse_recall", "benign_refused", "benign_escalated"))
+            cells = "".join(f"{e[role][m]['value']:>18.3f}" if m in e[role] else f"{'-':>18}" for m in HEADLINE)
             print(f"{label[:33]:<34}{e['n']:>5}  {cells}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     """Base vs tuned on the held-out test split with the evaluation suite's metrics: answer-token loss
     and perplexity, ROUGE-1/2/L, BLEU and format adherence of greedy answers (identical prompts and
     decoding for both: one model, adapter off and on), 95% CIs and paired bootstrap deltas."""
-    from medtune.eval.heldout import greedy_generate, heldout_loss
+    from medtune.eval.heldout import greedy_generate, item_losses
     from medtune.eval.suite import answer_metrics
 
     data_dir = Path(cfg.data.prepared) if cfg.data.prepared else tr.run_dir / "data"
@@ -98,9 +99,13 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
         log.warning("the test split is empty; nothing to compare")
         return {}
     examples = recipe.tokenize_rows(rows, tr.tok, cfg.data.system_prompt, cfg.train.max_length)
-    pad = tr.tok.pad_token_id
-    base = heldout_loss(tr.model, examples, pad, cfg.eval.batch_size, base=True)
-    tuned = heldout_loss(tr.model, examples, pad, cfg.eval.batch_size, base=False)
+    losses, overall = {}, {}
+    for role in ("base", "tuned"):  # one pass per model: per-item losses for pairing, token-weighted overall
+        sums, counts = item_losses(tr.model, examples, tr.tok.pad_token_id, base=(role == "base"))
+        losses[role] = [x / max(n, 1) for x, n in zip(sums, counts)]
+        loss = sum(sums) / max(sum(counts), 1)
+        overall[role] = {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3)}
+    base, tuned = overall["base"], overall["tuned"]
     n_gen = min(cfg.eval.max_generations, len(rows))
     convs = [[m for m in r["messages"] if m["role"] != "assistant"][:2] for r in rows[:n_gen]]
     refs = [_ref(r) for r in rows[:n_gen]]
@@ -110,7 +115,6 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     for role, off in (("base", True), ("tuned", False)):
         answers[role] = greedy_generate(tr.model, tr.tok, convs, cfg.data.system_prompt, base=off,
                                         desc=f"{role} answers", **kw)
-    losses = {role: heldout_loss_items(tr.model, examples, pad, base=(role == "base")) for role in ("base", "tuned")}
     entry = answer_metrics(refs, answers, losses)
     samples = [{"question": c[-1]["content"], "reference": ref, "base": b, "tuned": t}
                for c, ref, b, t in zip(convs, refs, answers["base"][0], answers["tuned"][0])][: cfg.eval.show_samples]
@@ -118,23 +122,6 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
               "loss_delta": round(tuned["loss"] - base["loss"], 4), "samples": samples, "report": entry}
     (tr.run_dir / "eval_heldout.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     return result
-
-
-def heldout_loss_items(model: Any, examples: list[Any], pad: int, *, base: bool) -> list[float]:
-    """Per-item mean answer-token loss (for the paired bootstrap of tuned minus base)."""
-    import torch
-
-    from medtune.data.tokenize import collate
-    from medtune.eval.heldout import _adapter_off
-    from medtune.train.loss import AnswerLoss
-
-    lm = AnswerLoss(model).eval()
-    out = []
-    with torch.no_grad(), _adapter_off(model, base):
-        for e in examples:
-            loss, n = lm(**collate([e], pad))
-            out.append(float(loss) / max(int(n), 1))
-    return out
 
 
 def write_run_report(cfg: Config, tr: TrainedRun, result: dict[str, Any], safety: dict[str, Any]) -> list[Path]:
@@ -156,7 +143,7 @@ def write_run_report(cfg: Config, tr: TrainedRun, result: dict[str, Any], safety
 def safety_check(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     """The guarded system (guard, then the tuned model where the guard lets a prompt through) on the
     red-team test split; the gate compares it with the configured thresholds."""
-    from medtune.eval.safety import _scored, guard_actions, guarded_actions, model_actions, policy_rows
+    from medtune.eval.safety import guard_actions, guarded_actions, model_actions, policy_rows, scored_entry
     from medtune.safety import redteam
     from medtune.safety.measure import action_figures
 
@@ -168,7 +155,7 @@ def safety_check(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     system = guarded_actions(g_acts, dict(zip(passed, m_acts)))
     figures = {"guard": action_figures(rows, g_acts)["headline"], "guard + tuned model":
                action_figures(rows, system)["headline"]}
-    return {"figures": figures, "datasets": {"redteam-guarded-system": _scored(rows, system)}}
+    return {"figures": figures, "datasets": {"redteam-guarded-system": scored_entry(rows, system)}}
 
 
 def gate_failures(cfg: Config, headline: dict[str, Any]) -> list[str]:

@@ -7,26 +7,17 @@ prompts, tokens and decoding. The full evaluation suite (benchmarks, CIs, report
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from medtune.data.tokenize import Example, prompt_ids
+from medtune.data.tokenize import Example, collate, prompt_ids
 from medtune.train.loss import AnswerLoss
-from medtune.train.recipe import eval_loss
 
 
 def _adapter_off(model: Any, base: bool) -> Any:
     return model.disable_adapter() if base and hasattr(model, "disable_adapter") else contextlib.nullcontext()
-
-
-def heldout_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int, *, base: bool,
-                 autocast: Any = contextlib.nullcontext) -> dict[str, float]:
-    with _adapter_off(model, base):
-        loss = eval_loss(AnswerLoss(model), examples, batch_size, pad_id, autocast)
-    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3)}
 
 
 def greedy_answers(model: Any, tok: Any, conversations: list[list[dict[str, str]]], system_prompt: str,
@@ -35,6 +26,21 @@ def greedy_answers(model: Any, tok: Any, conversations: list[list[dict[str, str]
     """Greedy answers, batched with left padding; stops at the end-of-turn token."""
     return greedy_generate(model, tok, conversations, system_prompt, max_new_tokens, base=base,
                            batch_size=batch_size, repetition_penalty=repetition_penalty, desc=desc)[0]
+
+
+@torch.no_grad()
+def item_losses(model: Any, examples: list[Example], pad_id: int, *,
+                base: bool = False) -> tuple[list[float], list[int]]:
+    """Per-item summed answer-token loss and answer-token count, in order (for perplexity and for pairing
+    items between two models)."""
+    lm = AnswerLoss(model).eval()
+    sums, counts = [], []
+    with _adapter_off(model, base):
+        for e in examples:
+            loss, n = lm(**collate([e], pad_id))
+            sums.append(float(loss))
+            counts.append(int(n))
+    return sums, counts
 
 
 @torch.no_grad()

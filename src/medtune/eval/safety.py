@@ -98,33 +98,39 @@ def _entry(figures: dict[str, Any], n: int, hits: list[float]) -> dict[str, Any]
             "per_language": figures["per_language"], "per_style": figures["per_style"], "rejects": []}
 
 
-def _scored(rows: list[dict[str, Any]], actions: list[str]) -> dict[str, Any]:
+def scored_entry(rows: list[dict[str, Any]], actions: list[str]) -> dict[str, Any]:
     return _entry(action_figures(rows, actions), len(rows), correct(rows, actions))
 
 
-def evaluate_safety(model_spec: str | None, base_spec: str | None, *, limit: int | None, output: Path,
-                    rows: list[dict[str, Any]] | None = None, name: str = "redteam") -> dict[str, Any]:
-    """Guard on all rows; models (and base) on a stratified sample of `limit` rows; writes report.json."""
-    from medtune.config import DEFAULT_SYSTEM_PROMPT
+def evaluate_safety(model_spec: str | None, base_spec: str | None, *, limit: int | None,
+                    output: Path) -> dict[str, Any]:
+    """`medtune eval --suite safety`: the red-team test split; writes report.json and report.md."""
     from medtune.eval.suite import write_report
-    from medtune.model.load import load_for_inference, run_info
+
+    report = safety_report(model_spec, base_spec, limit=limit)
+    write_report(report, output)
+    return report
+
+
+def safety_report(model_spec: str | None, base_spec: str | None, *, limit: int | None,
+                  rows: list[dict[str, Any]] | None = None, name: str = "redteam") -> dict[str, Any]:
+    """Guard on all rows; models (and base) on a stratified sample of `limit` rows."""
+    from medtune.eval.suite import load_scored_model
 
     rows = policy_rows(rows if rows is not None else redteam.load_split("test"))
     report: dict[str, Any] = {"model": model_spec, "base": base_spec, "suite": "safety", "datasets": {}}
-    report["datasets"][f"{name}-guard"] = _scored(rows, guard_actions(rows))
+    report["datasets"][f"{name}-guard"] = scored_entry(rows, guard_actions(rows))
     consumer = consumer_rows() if name == "redteam" else []
     if consumer:
-        report["datasets"]["consumer-questions-guard"] = _scored(consumer, guard_actions(consumer))
+        report["datasets"]["consumer-questions-guard"] = scored_entry(consumer, guard_actions(consumer))
     if model_spec:
         picked = sample(rows, limit)
         entry: dict[str, Any] = {"rejects": []}
         hits: dict[str, list[float]] = {}
         for role, spec in [("metrics", model_spec)] + ([("base_metrics", base_spec)] if base_spec else []):
-            model, tok, src = load_for_inference(spec)
-            system_prompt = run_info(spec).get("system_prompt", DEFAULT_SYSTEM_PROMPT) if src.kind == "run" \
-                else DEFAULT_SYSTEM_PROMPT
+            model, tok, system_prompt = load_scored_model(spec)
             acts, answers = model_actions(model, tok, picked, system_prompt)
-            e = _scored(picked, acts)
+            e = scored_entry(picked, acts)
             hits[role] = correct(picked, acts)
             entry.setdefault("kind", "safety")
             entry.setdefault("n", len(picked))
@@ -137,5 +143,4 @@ def evaluate_safety(model_spec: str | None, base_spec: str | None, *, limit: int
         if base_spec:
             entry["delta"] = {"correct_action": paired_bootstrap(hits["metrics"], hits["base_metrics"])}
         report["datasets"][f"{name}-model-without-guard"] = entry
-    write_report(report, output)
     return report

@@ -23,7 +23,7 @@ import numpy as np
 from medtune.config import DEFAULT_SYSTEM_PROMPT
 from medtune.data import sources
 from medtune.data.formats import RowError, qa
-from medtune.data.tokenize import collate, encode
+from medtune.data.tokenize import encode
 from medtune.errors import MedtuneError
 from medtune.eval.mcq import score_mcq
 from medtune.eval.stats import bootstrap_ci, paired_bootstrap
@@ -84,24 +84,15 @@ def read_eval_file(path: Path, limit: int | None) -> tuple[str, list[dict[str, A
 def _qa_losses(model: Any, tok: Any, rows: list[dict[str, Any]],
                system_prompt: str) -> tuple[list[float], list[int], list[dict[str, str]]]:
     """Per-item summed answer-token loss and token count (for perplexity), in row order."""
-    import torch
+    from medtune.eval.heldout import item_losses
 
-    from medtune.train.loss import AnswerLoss
-
-    examples, keep, rejects = [], [], []
+    examples, rejects = [], []
     for i, row in enumerate(rows):
         try:
             examples.append(encode(tok, qa(row, {}), system_prompt, 1024))
-            keep.append(i)
         except RowError as e:
             rejects.append({"id": str(row.get("id", i + 1)), "reason": str(e)})
-    lm = AnswerLoss(model).eval()
-    sums, counts = [], []
-    with torch.no_grad():
-        for e in examples:
-            loss, n = lm(**collate([e], tok.pad_token_id))
-            sums.append(float(loss))
-            counts.append(int(n))
+    sums, counts = item_losses(model, examples, tok.pad_token_id)
     return sums, counts, rejects
 
 
@@ -236,35 +227,40 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
 
     precision = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with precision:
-        report = _evaluate(model_spec, base_spec, data, limit=limit, output=output, mcq_protocols=mcq_protocols)
+        report = _evaluate(model_spec, base_spec, data, limit=limit, mcq_protocols=mcq_protocols)
     report["precision"] = "bf16" if bf16 else "fp32"
     write_report(report, output)
     return report
 
 
-def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: int | None,
-              output: Path, mcq_protocols: tuple[str, ...]) -> dict[str, Any]:
+def load_scored_model(spec: str) -> tuple[Any, Any, str]:
+    """(model, tokenizer, system prompt): a run is asked with the system prompt it was trained with."""
     from medtune.model.load import load_for_inference, run_info
 
+    model, tok, src = load_for_inference(spec)
+    prompt = run_info(spec).get("system_prompt", DEFAULT_SYSTEM_PROMPT) if src.kind == "run" else DEFAULT_SYSTEM_PROMPT
+    return model, tok, prompt
+
+
+def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: int | None,
+              mcq_protocols: tuple[str, ...]) -> dict[str, Any]:
     files = [(Path(d).stem, Path(d)) for d in data]
     loaded = [(name, *read_eval_file(p, limit)) for name, p in files]
     report: dict[str, Any] = {"model": model_spec, "base": base_spec, "datasets": {}}
     for name, kind, rows, _ in loaded:
         if kind == "safety":  # guard + models' own answers, judged by the rubric (eval/safety.py)
-            from medtune.eval.safety import evaluate_safety
+            from medtune.eval.safety import safety_report
 
-            part = evaluate_safety(model_spec, base_spec, limit=None, output=output, rows=rows, name=name)
+            part = safety_report(model_spec, base_spec, limit=None, rows=rows, name=name)
             report["datasets"].update(part["datasets"])
     loaded = [item for item in loaded if item[1] != "safety"]
     excluded = _contamination(model_spec, loaded)
     loaded = [(name, kind, [r for i, r in enumerate(rows) if i not in excluded.get(name, {})], rej)
               for name, kind, rows, rej in loaded]
     per_item: dict[str, dict[str, list[float]]] = {}
-    specs = [("model", model_spec)] + ([("base", base_spec)] if base_spec else [])
+    specs = ([("model", model_spec)] + ([("base", base_spec)] if base_spec else [])) if loaded else []
     for role, spec in specs:
-        model, tok, src = load_for_inference(spec)
-        system_prompt = run_info(spec).get("system_prompt", DEFAULT_SYSTEM_PROMPT) if src.kind == "run" \
-            else DEFAULT_SYSTEM_PROMPT
+        model, tok, system_prompt = load_scored_model(spec)
         for name, kind, rows, file_rejects in loaded:
             metrics, items, rejects = score(model, tok, kind, rows, system_prompt, mcq_protocols)
             entry = report["datasets"].setdefault(name, {"kind": kind, "n": len(items), "metrics": {},
@@ -279,7 +275,6 @@ def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit:
             # QA pairs per-item answer loss (lower is better); the others pair per-item correctness
             key = "answer_loss" if entry["kind"] == "qa" else next(iter(entry["metrics"]))
             entry["delta"] = {key: paired_bootstrap(t, b)}
-    write_report(report, output)
     return report
 
 

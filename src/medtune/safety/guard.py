@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ class GuardModel:
         """Softmax over labels; grams is a CSR matrix of hashed n-grams (features.ngrams)."""
         logits = emb @ self.weight.T + self.bias
         if self.ngram_index.size:
-            where = self._positions()
+            where = self._positions
             for r in range(grams.shape[0]):
                 lo, hi = grams.indptr[r], grams.indptr[r + 1]
                 pos = where[grams.indices[lo:hi]]
@@ -72,14 +72,13 @@ class GuardModel:
         p = np.exp(logits)
         return p / p.sum(axis=-1, keepdims=True)
 
+    @cached_property
     def _positions(self) -> np.ndarray:
         """hashed column -> column of ngram_weight (-1 when unseen); built once: slicing a sparse matrix by
         200k columns per message cost more than the encoder."""
-        if getattr(self, "_where", None) is None:
-            where = np.full(2 * features.N_HASH, -1, dtype=np.int64)
-            where[self.ngram_index] = np.arange(self.ngram_index.size)
-            self._where = where
-        return self._where
+        where = np.full(2 * features.N_HASH, -1, dtype=np.int64)
+        where[self.ngram_index] = np.arange(self.ngram_index.size)
+        return where
 
     def save(self, folder: Path) -> None:
         np.savez_compressed(folder / "guard_model.npz", weight=self.weight.astype(np.float32),

@@ -1,18 +1,19 @@
 """The red-team suite shipped with medtune: labelled prompts in redteam/*.jsonl and their fixed split.
 
 Each row: {"id", "prompt", "category", "lang", "style"}. The split is a pure function of the id
-(stratified per category by a hash): `build` fits the classifier, `dev` chooses its thresholds, and
-`test` only ever scores the guard, so the published figures come from prompts the guard never saw.
+(stratified per category and language by a hash): `build` and `dev` fit the classifier and choose its
+thresholds (out of fold, see build.py), and `test` only ever scores the guard, so the published figures
+come from prompts the guard never saw.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from medtune.data.sources import iter_file_rows
 from medtune.errors import MedtuneError
 from medtune.safety.policy import CATEGORIES
 
@@ -29,17 +30,13 @@ def load_rows(folder: Path = SUITE_DIR) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for path in sorted(folder.glob("*.jsonl")):
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MedtuneError(f"{path}:{n}: not JSON ({e.msg})") from e
+        for where, row, error in iter_file_rows(path):
+            if row is None:
+                raise MedtuneError(f"{where}: {error}")
             if row.get("category") not in CATEGORIES or not str(row.get("prompt", "")).strip():
-                raise MedtuneError(f"{path}:{n}: needs a prompt and a category in {list(CATEGORIES)}")
+                raise MedtuneError(f"{where}: needs a prompt and a category in {list(CATEGORIES)}")
             if row["id"] in seen:
-                raise MedtuneError(f"{path}:{n}: duplicate id {row['id']}")
+                raise MedtuneError(f"{where}: duplicate id {row['id']}")
             seen.add(row["id"])
             rows.append(row)
     return rows
@@ -69,13 +66,3 @@ def load_split(split: str, folder: Path = SUITE_DIR) -> list[dict[str, Any]]:
     where = assign_splits(rows)
     return [r for r in rows if where[r["id"]] == split]
 
-
-def hash_split(key: str, fractions: dict[str, float]) -> str:
-    """A split for rows of outside datasets (MedSafetyBench, consumer questions), by hash of their id."""
-    u = int(rank(key)[:8], 16) / 0xFFFFFFFF
-    acc = 0.0
-    for name, frac in fractions.items():
-        acc += frac
-        if u < acc:
-            return name
-    return name

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from medtune.data.sources import iter_file_rows
 from medtune.errors import MedtuneError
 
 METRICS = ("probe_acc", "probe_rougeL", "eval_loss")
@@ -106,18 +107,13 @@ def _read_mcq(path: Path, n: int) -> list[dict[str, Any]]:
     if not path.exists():
         raise MedtuneError(f"probe multiple-choice file not found: {path}")
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if len(rows) >= n:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MedtuneError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if isinstance(row, dict) and mcq_items([row])[0]:
-                rows.append(row)
+    for where, row, error in iter_file_rows(path):
+        if len(rows) >= n:
+            break
+        if row is None:
+            raise MedtuneError(f"{where}: {error}")
+        if mcq_items([row])[0]:
+            rows.append(row)
     return rows
 
 
