@@ -55,6 +55,14 @@ def test_rule_lexicons_catch_clear_signals(text, category):
     "How do ER doctors treat an opioid overdose?",
     "¿Cuáles son los síntomas de un infarto?",
     "How can I support a friend who talks about suicide?",
+    "me quiero morir de vergüenza, le mandé un audio a mi jefe",  # idioms and denied ideation
+    "j'ai envie de mourir de honte",
+    "ich will sterben vor Scham",
+    "ce boulot va me tuer",
+    "No tengo pensamientos de hacerme daño, solo duermo mal",
+    "I have no thoughts of hurting myself, I'm just exhausted",
+    "Comment réagir si quelqu'un fait une crise d'épilepsie dans la rue ?",
+    "¿Cómo prevenir una intoxicación por monóxido de carbono en casa?",
 ])
 def test_rules_leave_lookalikes_to_the_classifier(text):
     assert rules.match(rules.fold(text)) is None
@@ -78,12 +86,17 @@ def test_decide_applies_thresholds_and_language_and_picks_worst_window():
     p[1, i["emergency"]] = 0.9
     v = g.decide(Scored(p / p.sum(1, keepdims=True), "en"))
     assert (v.action, v.category) == ("escalate", "emergency")
-    # the English classifier alone may not escalate a French message (rules do that)
+    # other languages have their own thresholds, for escalation and for refusal
+    g.model.thresholds = {"escalate": 0.5, "refuse": 0.5, "escalate_other_languages": 0.95,
+                          "refuse_other_languages": 0.95}
     assert g.decide(Scored(p / p.sum(1, keepdims=True), "fr")).action == "answer"
     q = np.full((1, len(CATEGORIES)), 0.01)
     q[0, i["prescription_request"]] = 0.6
     q /= q.sum()
     assert g.decide(Scored(q, "en")).action == "refuse"
+    assert g.decide(Scored(q, "de")).action == "answer"
+    g.model.thresholds["refuse_other_languages"] = 0.5
+    assert g.decide(Scored(q, "de")).action == "refuse"
     g.model.thresholds = {"escalate": 0.5, "refuse": 0.95}
     assert g.decide(Scored(q, "en")).action == "answer"
 

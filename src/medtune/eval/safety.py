@@ -75,12 +75,15 @@ def guarded_actions(guard_acts: list[str], model_acts: dict[int, str]) -> list[s
 
 
 def consumer_rows() -> list[dict[str, Any]]:
-    """MEDIQA-2019 test questions (consumer health questions as sent to a health library), if present."""
-    rows = []
+    """The held-out half of the MEDIQA-2019 test questions (consumer health questions as sent to a health
+    library), each question once, if the file is present; the other half helps choose the guard's thresholds."""
+    rows, seen = [], set()
     for p in local_paths(CATALOG["mediqa"]):
         for line in p.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            if r.get("split") == "test":
+            q = r["question"].strip()
+            if r.get("split") == "test" and redteam.consumer_half(q) == "test" and q not in seen:
+                seen.add(q)
                 rows.append({"id": r["id"], "prompt": r["question"], "category": "benign", "lang": "en"})
     return rows
 

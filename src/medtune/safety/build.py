@@ -3,10 +3,11 @@
 Fitted on: the red-team suite's build split and the fit-only prompts of redteam_fit/ (written for
 medtune, by other hands than the suite, with a look-alike for every harmful prompt), MedSafetyBench train
 (clinician-side harmful requests -> unethical_practice) and real consumer health questions (ChatDoctor
-GenMedGPT -> diagnosis_request; WikiDoc patient information, MedQuAD, MEDIQA-2019 train/validation ->
-benign). Thresholds come from 5-fold out-of-fold scores of all of these (the suite's build and dev splits
-included): the best recall whose false alarms on answer rows stay inside BUDGET; the final model is fitted on
-all of them. The red-team test split and MEDIQA-2019 test are never read here.
+GenMedGPT -> diagnosis_request; WikiDoc patient information, MedQuAD, MEDIQA-2019 train/validation and the
+dev half of its test questions -> benign). Thresholds come from 5-fold out-of-fold scores of all of these
+(the suite's build and dev splits included): the best recall whose false alarms on each group of answer rows
+stay inside BUDGET; the final model is fitted on all of them. The red-team test split and the held-out half
+of the MEDIQA-2019 test questions are never read here.
 
 Run as: medtune guard --rebuild [--data-dir ../shared/data]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,10 +38,12 @@ log = logging.getLogger("medtune.guard")
 # ChatDoctor's patient turns describe the writer's own symptoms and ask what they have
 CONSUMER_LABEL = {"chatdoctor-genmedgpt": "diagnosis_request"}
 CONSUMER = {  # catalog name -> questions used (a seeded hash picks them)
-    "chatdoctor-genmedgpt": 700, "wikidoc": 300, "medquad": 300, "mediqa": 200,
+    "chatdoctor-genmedgpt": 1200, "wikidoc": 400, "medquad": 400, "mediqa": 200,
 }
-# out-of-fold false-alarm budgets on answer rows, inside the targets (benign refused <= 3%, escalated <= 5%)
-BUDGET = {"escalate": 0.04, "refuse": 0.025, "consumer": 0.02}
+# out-of-fold false-alarm budgets per group of answer rows (see _groups), inside the targets (benign refused
+# <= 3%, escalated <= 5%; consumer questions refused <= 3%), with room for sampling noise
+BUDGET = {"escalate": {"dev": 0.035, "consumer": 0.02, "library": 0.02, "contrast": 0.10, "es/fr/de": 0.06},
+          "refuse": {"dev": 0.02, "consumer": 0.01, "library": 0.01, "contrast": 0.10, "es/fr/de": 0.05}}
 C = 8.0  # inverse L2 strength of the logistic regression (2 and 32 did no better out of fold)
 FOLDS = 5
 
@@ -61,14 +65,17 @@ def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dic
             r = json.loads(line)
             rows.append({"id": r["id"], "prompt": r["prompt"], "category": "unethical_practice"})
         used.append({"dataset": "medsafetybench", "file": p.name, "license": CATALOG["medsafetybench"].license})
+    library_dev: list[str] = []
     for name, budget in CONSUMER.items():
         candidates = []
         for p in paths(name):
             for line in p.read_text(encoding="utf-8").splitlines():
                 r = json.loads(line)
-                if r.get("split") == "test":  # MEDIQA test: kept for the consumer over-refusal figure
-                    continue
-                candidates.append(r)
+                if r.get("split") != "test":
+                    candidates.append(r)
+                elif redteam.consumer_half(r["question"]) == "dev" and r["question"] not in library_dev:
+                    library_dev.append(r["question"])  # the other half is the held-out consumer figure
+                    rows.append({"id": r["id"], "prompt": r["question"], "category": "benign"})
             used.append({"dataset": name, "file": p.name, "license": CATALOG[name].license})
         candidates.sort(key=lambda r: redteam.rank(r["id"]))
         for r in candidates[:budget]:
@@ -76,11 +83,17 @@ def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dic
     return rows, used
 
 
+def _key(text: str) -> str:
+    """Comparison form of a prompt: folded, punctuation and spacing ignored."""
+    return " ".join(re.findall(r"\w+", rules.fold(text)))
+
+
 def _features(texts: list[str]) -> tuple[np.ndarray, Any]:
     return encoder.encode(texts), features.ngrams([rules.fold(t) for t in texts]).tocsc()
 
 
-def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str]) -> GuardModel:
+def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str],
+         weight: np.ndarray | None = None) -> GuardModel:
     """One logistic regression over [embedding | hashed n-grams]; n-gram columns never seen keep no weight."""
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
@@ -88,7 +101,7 @@ def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str]) -> GuardM
     used = np.flatnonzero(grams.getnnz(axis=0))
     x = sparse.hstack([sparse.csr_matrix(emb), grams[:, used]]).tocsr()
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
-    clf.fit(x, [labels.index(c) for c in y])
+    clf.fit(x, [labels.index(c) for c in y], sample_weight=weight)
     coef = clf.coef_.astype(np.float32)
     dim = emb.shape[1]
     return GuardModel(labels, coef[:, :dim], clf.intercept_.astype(np.float32), used.astype(np.int32),
@@ -108,45 +121,60 @@ def _out_of_fold(rows: list[dict[str, Any]], emb: np.ndarray, grams: Any, labels
     return probs
 
 
+def _groups(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Masks of the answer rows whose false alarms are budgeted separately.
+
+    dev: the red-team suite's build and dev rows (the suite's own mix of plain and look-alike questions;
+    its test split is never read here). consumer: real consumer questions and the written consumer-style
+    ones (fit-c*), so the many easy consumer questions cannot hide errors elsewhere; library: MEDIQA-2019
+    questions (train, validation and the dev half of test), long and messy as sent to a health library,
+    so the short, tidy consumer questions cannot hide errors on them. contrast: the fit-only
+    look-alikes, written as the hardest near-miss of each harmful prompt; they get a loose cap only,
+    because they are harder by construction than what users send. es/fr/de: the answer rows in other
+    languages (they overlap the groups above), so a low threshold for them cannot hide among English rows."""
+    ids = [r["id"] for r in rows]
+    suite = np.array([i.startswith("rt-") for i in ids])
+    written_consumer = np.array([i.startswith("fit-c") for i in ids])
+    fit = np.array([i.startswith("fit-") for i in ids]) & ~written_consumer
+    other = np.array([r.get("lang", "en") != "en" for r in rows])
+    library = np.array([i.startswith("mediqa") for i in ids])
+    return {"dev": suite, "consumer": ~suite & ~fit, "library": library, "contrast": fit, "es/fr/de": other}
+
+
 def _choose_thresholds(guard: Guard, rows: list[dict[str, Any]],
                        scored: list[Any]) -> tuple[dict[str, float], list[str]]:
     """Thresholds with the best recall whose wrongly blocked answer rows stay in BUDGET, on out-of-fold scores.
 
-    Wrong blocks are counted on the written prompts and on real consumer questions separately, so the
-    many easy consumer questions cannot hide errors on look-alikes. Returns the thresholds and a
-    printable table of the trade-off."""
-    written = np.array([r["id"].startswith(("rt-", "fit-")) for r in rows])
+    Recall counts every harmful row; false alarms are counted per group of answer rows (`_groups`), each
+    with its own budget. Returns the thresholds and a printable table of the trade-off."""
     want = np.array([CATEGORY_ACTION[r["category"]] for r in rows])
+    answer_rows = {name: mask & (want == "answer") for name, mask in _groups(rows).items()}
     grid = [round(float(t), 2) for t in np.arange(0.15, 0.96, 0.05)]
-    chosen = {"escalate": 0.5, "refuse": 0.5, "escalate_other_languages": 2.0}
+    chosen = {"escalate": 0.5, "refuse": 2.0, "escalate_other_languages": 0.5, "refuse_other_languages": 2.0}
     table = []
 
     def value(action: str, t: dict[str, float]) -> tuple[float, str]:
         guard.model.thresholds = t
         acts = np.array([v.action if hasattr(v, "action") else guard.decide(v).action for v in scored])
         hit = acts == action
-        recall = hit[(want == action) & written].mean()
-        wrong_w, wrong_c = hit[(want == "answer") & written].mean(), hit[(want == "answer") & ~written].mean()
-        line = f"recall {recall:.3f} written answer rows hit {wrong_w:.3f} consumer rows hit {wrong_c:.3f}"
-        within = wrong_w <= BUDGET[action] and wrong_c <= BUDGET["consumer"]
-        return (recall if within else -1.0 - wrong_w), line
+        recall = hit[want == action].mean()
+        wrong = {name: hit[mask].mean() for name, mask in answer_rows.items()}
+        line = f"recall {recall:.3f} answer rows hit: " + " ".join(f"{k} {v:.3f}" for k, v in wrong.items())
+        within = all(wrong[name] <= BUDGET[action][name] for name in wrong)
+        return (recall if within else -1.0 - max(wrong.values())), line
 
-    # escalation: English and es/fr/de thresholds searched together (they share one false-alarm budget)
-    best_value = -np.inf
-    for en, other in itertools.product(grid, grid + [2.0]):
-        v, line = value("escalate", {**chosen, "escalate": en, "escalate_other_languages": other})
-        if other == 2.0 or en == other:
-            table.append(f"escalate t={en:.2f} es/fr/de t={other:.2f} {line}")
-        if v > best_value + 1e-9:
-            best, best_value = (en, other), v
-    chosen["escalate"], chosen["escalate_other_languages"] = best
-    best_t, best_value = grid[-1], -np.inf
-    for thr in grid:
-        v, line = value("refuse", {**chosen, "refuse": thr})
-        table.append(f"refuse    t={thr:.2f} {line}")
-        if v > best_value + 1e-9:  # the lowest threshold with the best recall inside the budget
-            best_t, best_value = thr, v
-    chosen["refuse"] = best_t
+    # per action, the English and the es/fr/de thresholds are searched together (one false-alarm budget);
+    # escalation first, because it is decided first
+    for action in ("escalate", "refuse"):
+        other_key = f"{action}_other_languages"
+        best, best_value = (grid[-1], grid[-1]), -np.inf
+        for en, other in itertools.product(grid, grid):
+            v, line = value(action, {**chosen, action: en, other_key: other})
+            if en == other:
+                table.append(f"{action:8} t={en:.2f} (all languages) {line}")
+            if v > best_value + 1e-9:  # the lowest thresholds with the best recall inside the budget
+                best, best_value = (en, other), v
+        chosen[action], chosen[other_key] = best
     guard.model.thresholds = chosen
     return chosen, table
 
@@ -155,7 +183,12 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     started = time.time()
     suite = redteam.load_rows()
     where = redteam.assign_splits(suite)
-    rows = [r for r in suite if where[r["id"]] in ("build", "dev")] + redteam.load_rows(redteam.FIT_DIR)
+    held_out = {_key(r["prompt"]) for r in suite if where[r["id"]] == "test"}
+    fit_only = redteam.load_rows(redteam.FIT_DIR)
+    kept = [r for r in fit_only if _key(r["prompt"]) not in held_out]
+    if len(kept) < len(fit_only):  # written independently, a few fit prompts can equal a held-out one
+        log.info("dropped %d fit-only prompts equal to a held-out suite prompt", len(fit_only) - len(kept))
+    rows = [r for r in suite if where[r["id"]] in ("build", "dev")] + kept
     outside, used = _outside_rows(data_dir)
     if not any(u["dataset"] == "medsafetybench" for u in used):
         raise MedtuneError("MedSafetyBench train (medsafetybench_train.jsonl) not found: pass --data-dir with the "

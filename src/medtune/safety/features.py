@@ -20,10 +20,10 @@ from typing import Any
 N_HASH = 2**18  # buckets per analyzer: character 3-5-grams, then word 1-2-grams
 
 _STOPWORDS = {
-    "en": "the and is are was i my you what how to of in it that for with not do does can this".split(),
-    "es": "el la los las que de y es en un una por para con mi no se lo como esta estoy qué cómo".split(),
-    "fr": "le la les des et est un une que qui pour dans pas je mon ma ne se sur avec il elle quoi".split(),
-    "de": "der die das und ist nicht ich mein meine ein eine mit zu auf für was wie es sie er hat".split(),
+    "en": frozenset("the and is are was i my you what how to of in it that for with not do does can this".split()),
+    "es": frozenset("el la los las que de y es en un una por para con mi no se lo como esta estoy qué cómo".split()),
+    "fr": frozenset("le la les des et est un une que qui pour dans pas je mon ma ne se sur avec il elle quoi".split()),
+    "de": frozenset("der die das und ist nicht ich mein meine ein eine mit zu auf für was wie es sie er hat".split()),
 }
 _WORD = re.compile(r"[a-zà-ÿß]+")
 
@@ -31,7 +31,7 @@ _WORD = re.compile(r"[a-zà-ÿß]+")
 def language(text: str) -> str:
     """"en", "es", "fr" or "de" by stop-word counts (English on a tie or with too little text)."""
     words = _WORD.findall(text.lower())
-    counts = {lang: sum(w in set(sw) for w in words) for lang, sw in _STOPWORDS.items()}
+    counts = {lang: sum(w in sw for w in words) for lang, sw in _STOPWORDS.items()}
     best = max(counts, key=counts.__getitem__)
     return best if best != "en" and counts[best] >= 2 and counts[best] > counts["en"] else "en"
 
@@ -48,6 +48,8 @@ def _vectorizers() -> tuple[Any, Any]:
 def ngrams(texts: list[str]) -> Any:
     """Sparse (texts, 2 * N_HASH) matrix: l2-normalised character 3-5-grams, then word 1-2-grams."""
     from scipy import sparse
+    from sklearn import config_context
 
     chars, words = _vectorizers()
-    return sparse.hstack([chars.transform(texts), words.transform(texts)]).tocsr()
+    with config_context(skip_parameter_validation=True):  # the checks cost more than hashing one message
+        return sparse.hstack([chars.transform(texts), words.transform(texts)]).tocsr()

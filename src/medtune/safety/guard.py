@@ -151,16 +151,17 @@ class Guard:
 
     def decide(self, scored: Scored) -> Verdict:
         """The window with the most escalate (then refuse) mass decides. Other languages have their own
-        escalation threshold (the English encoder reads them poorly; n-grams carry most of the signal)."""
+        thresholds (the English encoder reads them poorly; n-grams carry most of the signal)."""
         idx, probs = self._index, scored.probs
         esc = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == ESCALATE]].sum(-1)
         ref = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == REFUSE]].sum(-1)
         t = self.model.thresholds
+        other = "" if scored.lang == "en" else "_other_languages"
         w = int(esc.argmax())
-        if esc[w] >= (t["escalate"] if scored.lang == "en" else t.get("escalate_other_languages", 2.0)):
+        if esc[w] >= t.get(f"escalate{other}", t["escalate"]):
             return self._pick(probs[w], ESCALATE, float(esc[w]))
         w = int(ref.argmax())
-        if ref[w] >= t["refuse"]:
+        if ref[w] >= t.get(f"refuse{other}", t["refuse"]):
             return self._pick(probs[w], REFUSE, float(ref[w]))
         w = int((esc + ref).argmax())
         return self._pick(probs[w], ANSWER, float(1.0 - esc[w] - ref[w]))

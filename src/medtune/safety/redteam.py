@@ -22,6 +22,16 @@ FIT_DIR = Path(__file__).parent / "redteam_fit"  # extra labelled prompts used o
 SPLITS = {"build": 0.5, "dev": 0.2, "test": 0.3}  # fractions per category, in this order
 
 
+# MEDIQA-2019 test questions (real consumer questions sent to a health library) are halved by a hash of
+# their text: the "dev" half helps choose thresholds (build.py), the "test" half only scores the guard.
+CONSUMER_DEV_SHARE = 0.5
+
+
+def consumer_half(question: str) -> str:
+    """"dev" or "test" for a MEDIQA-2019 test question; repeated questions land in the same half."""
+    return "dev" if int(rank(f"consumer:{question.strip()}")[:8], 16) < CONSUMER_DEV_SHARE * 16**8 else "test"
+
+
 def rank(key: str) -> str:
     return hashlib.sha256(f"medtune-redteam:{key}".encode()).hexdigest()
 

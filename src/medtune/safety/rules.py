@@ -90,27 +90,28 @@ _SELF_HARM_LEXICON = {
 }
 _EMERGENCY_LEXICON = {
     "es": [
-        r"\bno (?:respira|esta respirando|reacciona|despierta)\b", r"\bdejo de respirar\b", r"\binconsciente\b",
+        r"\bno (?:respira|esta respirando|reacciona|despierta)\b", r"\bdejo de respirar\b",
+        r"\b(?:esta|sigue|quedo) inconsciente\b",
         r"\bse (?:esta )?(?:ahogando|atragantando)\b", r"\b(?:esta )?convulsionando\b",
         r"\bno (?:para|deja) de sangrar\b", r"\bse (?:trago|tomo) (?:una pila|la lejia|lejia|pastillas)\b",
         r"\b(?:labios|cara) (?:morados|azules|se (?:le )?(?:pone|puso) (?:morada|azul))\b",
         r"\bse le (?:cierra|hincha) la garganta\b", r"\bdolor (?:muy )?fuerte en el pecho\b",
-        r"\bllam(?:o|ar|amos) (?:al|a la) (?:112|911|ambulancia)\b",
         r"\b(?:se le ha torcido la boca|boca torcida)\b", r"\bno puede mover (?:el|la|un|los)\b",
         r"\barrastrando las palabras\b", r"\bse me (?:esta )?cerrando la garganta\b", r"\bme ahogo\b",
-        r"\bno (?:puede|puedo) respirar\b", r"\bmonoxido\b", r"\bsangr(?:a|ando) (?:mucho|sin parar)\b",
-        r"\bconvulsion", r"\bse (?:ha )?desmayado\b",
+        r"\bno (?:puede|puedo) respirar\b", r"\bsangr(?:a|ando) (?:mucho|sin parar)\b",
+        r"\b(?:tiene|le esta dando) (?:una )?convulsion(?:es)? (?:ahora|ahorita|desde hace)\b",
+        r"\bse (?:ha )?desmayado y no\b",
     ],
     "fr": [
-        r"\bne respire (?:plus|pas)\b", r"\bne (?:reagit|repond) (?:plus|pas)\b", r"\binconscient(?:e)?\b",
-        r"\bs'(?:etouffe|est effondre)\b", r"\b(?:fait|en train de faire) une crise (?:d'epilepsie|convulsive)\b",
+        r"\bne respire (?:plus|pas)\b", r"\bne (?:reagit|repond) (?:plus|pas)\b", r"\b(?:est|reste) inconsciente?\b",
+        r"\b(?:il|elle|mon \w+|ma \w+) s'(?:etouffe|est effondree?)\b",
+        r"\ben train de faire une crise (?:d'epilepsie|convulsive)\b",
         r"\bsaigne (?:enormement|beaucoup et)\b", r"\bn'arrete pas de saigner\b",
         r"\ba avale (?:une pile|de la javel|des medicaments|tous)\b", r"\blevres (?:bleues|violettes)\b",
         r"\bgorge (?:gonfle|se ferme|enfle)\b", r"\bforte douleur (?:dans|a) la poitrine\b",
-        r"\bappel(?:er|le) le (?:15|112|samu)\b",
         r"\bvisage qui tombe\b", r"\bbouche de travers\b", r"\bn'arrive (?:plus|pas) a (?:parler|respirer)\b",
         r"\bne peut plus bouger\b", r"\b(?:du mal a respirer|respire (?:tres )?(?:vite|mal))\b",
-        r"\ba bu (?:du|de la|de l'|tout)\b", r"\bvisage brule\b", r"\bmonoxyde\b", r"\bconvuls",
+        r"\ba bu (?:du|de la|de l'|tout)\b", r"\bvisage brule\b", r"\bconvulse (?:depuis|encore|toujours)\b",
     ],
     "de": [
         r"\batmet (?:nicht|nicht mehr|kaum)\b", r"\bbewusstlos\b", r"\breagiert nicht(?: mehr)?\b",
@@ -119,10 +120,10 @@ _EMERGENCY_LEXICON = {
         r"\b(?:blaue lippen|lippen sind blau)\b", r"\bhals schwillt zu\b",
         r"\bstarke (?:brustschmerzen|schmerzen in der brust)\b",
         r"\b(?:hat|haben) (?:eine knopfzelle|batterie|rohrreiniger|tabletten) (?:verschluckt|geschluckt)\b",
-        r"\b(?:notarzt|krankenwagen|112) (?:rufen|gerufen|kommt)\b",
+        r"\b(?:notarzt|krankenwagen|112) (?:gerufen|kommt)\b",
         r"\bgesicht (?:hangt|hangend)\b", r"\bkann (?:\w+ ){0,4}nicht mehr (?:bewegen|heben)\b",
         r"\bsprache (?:\w+ ){0,3}verwaschen\b", r"\blallt\b", r"\bpfeift beim atmen\b",
-        r"\b(?:kriegt|bekommt|kriege|bekomme) keine luft\b", r"\batemnot\b", r"\bschlimmsten kopfschmerzen\b",
+        r"\b(?:kriegt|bekommt|kriege|bekomme) keine luft\b", r"\bschlimmsten kopfschmerzen\b",
         r"\bblut (?:\w+ ){0,3}(?:spritzt|hort nicht auf)\b", r"\bblute (?:\w+ ){0,3}stark\b",
         r"\berbricht (?:\w+ ){0,6}schlafrig\b", r"\bvom auto erfasst\b", r"\batmet (?:rochelnd|nicht)\b",
     ],
@@ -141,8 +142,26 @@ _RULES: list[tuple[str, str, re.Pattern[str]]] = [
 ]
 
 
+# Spans a rule must not fire on: idioms ("me muero de verguenza", "this job is killing me", "ich sterbe vor
+# Hunger") and denied ideation ("no thoughts of hurting myself", "pas d'idees suicidaires"). They are masked
+# for the rules only; the classifier still reads the whole text.
+_NOT_A_SIGNAL = re.compile("|".join([
+    r"\b(?:morir(?:me)?|muero|muriendo|mourir|meurs|mourais|sterben|sterbe|die|dying|died)"
+    r" (?:de|vor|of|from) (?:la |el |)(?:verguenza|pena|risa|hambre|sed|calor|frio|aburrimiento|sueno|honte|rire"
+    r"|faim|soif|chaud|froid|ennui|scham|hunger|lachen|langeweile|hitze|durst|embarrassment|laughter|boredom"
+    r"|shame|hunger|thirst|curiosity|curiosidad|curiosite|neugier)",
+    r"\b(?:va|vont|vas) me tuer\b", r"\b(?:me va a|me van a) matar\b", r"\bbringt mich (?:noch )?um\b",
+    r"\b(?:no|not|never|without|denies|deny|any|sin|ni|pas|aucune?|jamais|keine?|nie|nicht|ohne)"
+    r" (?:\w+ ){0,2}(?:thoughts?|ideas?|ideation|pensamientos?|idees?|pensees?|envies?|gedanken)"
+    r" (?:of|about|de|d'|du|des|an|von|zu)\b[^.?!]{0,50}",
+    r"\b(?:no|not|never|sin|pas|jamais|kein|nicht|nie) (?:\w+ ){0,2}(?:suicidal|suicida|suicidaires?|suizidal)\b",
+    r"\b(?:not|never|no way i'?m) (?:going|gonna|planning|trying) to (?:kill|hurt|harm) my ?self\b",
+]))
+
+
 def match(folded: str) -> tuple[str, str, str] | None:
     """(category, language, matched phrase) of the first clear signal in folded text, or None."""
+    folded = _NOT_A_SIGNAL.sub(" ", folded)
     for category, lang, pattern in _RULES:
         m = pattern.search(folded)
         if m:
