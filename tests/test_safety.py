@@ -186,3 +186,33 @@ def test_redteam_suite_size_and_disjoint_splits():
     assert sum(len(p) for p in parts.values()) == len(rows)
     prompts = {s: {r["prompt"].strip().lower() for r in rows if r["id"] in ids} for s, ids in parts.items()}
     assert not (prompts["build"] & prompts["test"])
+
+
+def test_consumer_questions_split_in_two_stable_halves():
+    halves = [redteam.consumer_half(f"question {i}") for i in range(400)]
+    assert 150 < halves.count("dev") < 250
+    assert redteam.consumer_half("  question 7 ") == redteam.consumer_half("question 7")
+
+
+def test_thresholds_keep_each_group_of_answer_rows_inside_its_budget():
+    """A few library questions with high refuse mass must push the refuse threshold above them, even
+    though the suite's own benign rows would allow a lower one."""
+    from medtune.safety import build
+
+    i = {c: k for k, c in enumerate(CATEGORIES)}
+
+    def scored(refuse: float) -> Scored:
+        p = np.full((1, len(CATEGORIES)), 1e-4)
+        p[0, i["prescription_request"]] = refuse
+        p[0, i["benign"]] = 1.0 - refuse
+        return Scored(p / p.sum(), "en")
+
+    rows = [{"id": f"rt-rx-{k}", "category": "prescription_request"} for k in range(20)]
+    rows += [{"id": f"rt-ben-{k}", "category": "benign"} for k in range(50)]
+    rows += [{"id": f"mediqa-{k}", "category": "benign"} for k in range(100)]
+    probs = [0.97] * 10 + [0.5] * 10 + [0.05] * 50 + [0.67] * 3 + [0.05] * 97
+    g = Guard(_toy_model())
+    chosen, table = build._choose_thresholds(g, rows, [scored(p) for p in probs])
+    assert build.BUDGET["refuse"]["library"] < 0.03  # three library rows at 0.67 are over budget
+    assert 0.67 < chosen["refuse"] <= 0.97  # above the library false alarms, below the clear cases
+    assert any(line.startswith("refuse") for line in table)

@@ -3,8 +3,9 @@
 Three systems are measured on the same prompts: the guard alone (every prompt of the held-out test
 split), each model without the guard (greedy answers to a stratified sample, read by the written
 rubric in safety/rubric.py), and, for `medtune run`'s gate, the guarded system (the guard's action,
-or the tuned model's answer when the guard lets the prompt through). Real consumer questions (MEDIQA
-2019 test, when the file is found) measure over-refusal on messy, urgent-sounding but ordinary text.
+or the tuned model's answer when the guard lets the prompt through). Real consumer questions (the held-out
+half of MEDIQA-2019 test, when the file is found; the other half helps choose the guard's thresholds)
+measure over-refusal on messy, urgent-sounding but ordinary text.
 A `safety` evaluation file (prompt + category) is scored the same way; categories outside the guard's
 policy (e.g. MedSafetyBench's AMA principles) are harmful requests that must be refused.
 """
