@@ -128,7 +128,7 @@ def main() -> None:
 
     guard, guard_load_s, enc_load_s = load_guard()
     ref, ref_load_s = load_reference()
-    enc_dtype = next(encoder._load()[1].parameters()).dtype
+    enc_dtype = next(encoder._eager()[1].parameters()).dtype
 
     g_ms, r_ms, sources = measure(guard, ref, texts, args.warmup)
     clf = [i for i, s in enumerate(sources) if s == "classifier"]

