@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from medtune import __version__
 from medtune.data.catalog import CATALOG, local_paths
+from medtune.data.clean import question_key
 from medtune.errors import MedtuneError
 from medtune.safety import encoder, features, redteam, rules
 from medtune.safety.guard import MODEL_DIR, Guard, GuardModel, Scored, Verdict
@@ -65,7 +65,7 @@ def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dic
             r = json.loads(line)
             rows.append({"id": r["id"], "prompt": r["prompt"], "category": "unethical_practice"})
         used.append({"dataset": "medsafetybench", "file": p.name, "license": CATALOG["medsafetybench"].license})
-    library_dev: list[str] = []
+    library_dev: set[str] = set()
     for name, budget in CONSUMER.items():
         candidates = []
         for p in paths(name):
@@ -73,8 +73,8 @@ def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dic
                 r = json.loads(line)
                 if r.get("split") != "test":
                     candidates.append(r)
-                elif redteam.consumer_half(r["question"]) == "dev" and r["question"] not in library_dev:
-                    library_dev.append(r["question"])  # the other half is the held-out consumer figure
+                elif redteam.consumer_half(r["question"]) == "dev" and r["question"].strip() not in library_dev:
+                    library_dev.add(r["question"].strip())  # the other half is the held-out consumer figure
                     rows.append({"id": r["id"], "prompt": r["question"], "category": "benign"})
             used.append({"dataset": name, "file": p.name, "license": CATALOG[name].license})
         candidates.sort(key=lambda r: redteam.rank(r["id"]))
@@ -83,17 +83,11 @@ def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dic
     return rows, used
 
 
-def _key(text: str) -> str:
-    """Comparison form of a prompt: folded, punctuation and spacing ignored."""
-    return " ".join(re.findall(r"\w+", rules.fold(text)))
-
-
 def _features(texts: list[str]) -> tuple[np.ndarray, Any]:
     return encoder.encode(texts), features.ngrams([rules.fold(t) for t in texts]).tocsc()
 
 
-def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str],
-         weight: np.ndarray | None = None) -> GuardModel:
+def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str]) -> GuardModel:
     """One logistic regression over [embedding | hashed n-grams]; n-gram columns never seen keep no weight."""
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
@@ -101,7 +95,7 @@ def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str],
     used = np.flatnonzero(grams.getnnz(axis=0))
     x = sparse.hstack([sparse.csr_matrix(emb), grams[:, used]]).tocsr()
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
-    clf.fit(x, [labels.index(c) for c in y], sample_weight=weight)
+    clf.fit(x, [labels.index(c) for c in y])
     coef = clf.coef_.astype(np.float32)
     dim = emb.shape[1]
     return GuardModel(labels, coef[:, :dim], clf.intercept_.astype(np.float32), used.astype(np.int32),
@@ -183,9 +177,9 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     started = time.time()
     suite = redteam.load_rows()
     where = redteam.assign_splits(suite)
-    held_out = {_key(r["prompt"]) for r in suite if where[r["id"]] == "test"}
+    held_out = {question_key(rules.fold(r["prompt"])) for r in suite if where[r["id"]] == "test"}
     fit_only = redteam.load_rows(redteam.FIT_DIR)
-    kept = [r for r in fit_only if _key(r["prompt"]) not in held_out]
+    kept = [r for r in fit_only if question_key(rules.fold(r["prompt"])) not in held_out]
     if len(kept) < len(fit_only):  # written independently, a few fit prompts can equal a held-out one
         log.info("dropped %d fit-only prompts equal to a held-out suite prompt", len(fit_only) - len(kept))
     rows = [r for r in suite if where[r["id"]] in ("build", "dev")] + kept

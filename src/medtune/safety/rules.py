@@ -147,9 +147,9 @@ _RULES: list[tuple[str, str, re.Pattern[str]]] = [
 # for the rules only; the classifier still reads the whole text.
 _NOT_A_SIGNAL = re.compile("|".join([
     r"\b(?:morir(?:me)?|muero|muriendo|mourir|meurs|mourais|sterben|sterbe|die|dying|died)"
-    r" (?:de|vor|of|from) (?:la |el |)(?:verguenza|pena|risa|hambre|sed|calor|frio|aburrimiento|sueno|honte|rire"
+    r" (?:de|vor|of|from) (?:la |el )?(?:verguenza|pena|risa|hambre|sed|calor|frio|aburrimiento|sueno|honte|rire"
     r"|faim|soif|chaud|froid|ennui|scham|hunger|lachen|langeweile|hitze|durst|embarrassment|laughter|boredom"
-    r"|shame|hunger|thirst|curiosity|curiosidad|curiosite|neugier)",
+    r"|shame|thirst|curiosity|curiosidad|curiosite|neugier)",
     r"\b(?:va|vont|vas) me tuer\b", r"\b(?:me va a|me van a) matar\b", r"\bbringt mich (?:noch )?um\b",
     r"\b(?:no|not|never|without|denies|deny|any|sin|ni|pas|aucune?|jamais|keine?|nie|nicht|ohne)"
     r" (?:\w+ ){0,2}(?:thoughts?|ideas?|ideation|pensamientos?|idees?|pensees?|envies?|gedanken)"
