@@ -227,15 +227,21 @@ def test_traced_encoder_gives_the_plain_models_embeddings():
 
     tok, eager = encoder._eager()
 
+    def states_of(model: object) -> tuple:
+        with torch.inference_mode():
+            return model(**tok(["x"], return_tensors="pt"), output_hidden_states=True).hidden_states
+
     def plain(texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
             batch = tok(texts, return_tensors="pt", padding=True)
-            hidden = eager(**batch).last_hidden_state.float()
+            states = eager(**batch, output_hidden_states=True).hidden_states
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+            pooled = [(states[k].float() * mask).sum(1) / mask.sum(1) for k in encoder.LAYERS]
+            return torch.cat([torch.nn.functional.normalize(p, dim=-1) for p in pooled], dim=-1).numpy()
 
     texts = ["my dad collapsed", "What is the maximum daily dose of acetaminophen on the label? " * 3, "hi"]
-    assert not isinstance(encoder._load()[1], type(eager))  # traced, not the fallback
+    assert isinstance(encoder._load()[1], torch.jit.ScriptModule)  # traced, not the fallback
+    assert encoder.encode(texts).shape == (3, encoder.DIM) and encoder.LAYERS[0] == len(states_of(eager)) - 1
     np.testing.assert_allclose(encoder.encode(texts), plain(texts), atol=1e-4)
     np.testing.assert_allclose(encoder.encode(texts[1:2]), plain(texts[1:2]), atol=1e-4)
 

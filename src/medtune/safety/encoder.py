@@ -4,6 +4,13 @@ The package carries the model files, so the guard works from a fresh install wit
 transformer is called directly (mean pooling + L2 norm, exactly what sentence-transformers does for
 this model): the wrapper's per-call overhead was a third of the latency of one short message. On CPUs
 with native bf16 the encoder runs in bf16 (7.3 -> 4.6 ms a message here; cosine to fp32 > 0.99).
+
+The embedding is three mean-pooled layers side by side, each unit length: the last (what
+sentence-transformers returns), the fourth and the second of six, which keep more of the words themselves.
+Same forward pass, no extra time. On 5-fold out-of-fold scores of the 13,400 fitting prompts, at the same
+false-alarm budgets (escalation / refusal recall): last layer only 0.947 / 0.924; + layer 4 0.955 / 0.946;
++ layer 3 0.941 / 0.964; + layers 4 and 2 0.950 / 0.959 (kept: both up); + layer 5 0.941 / 0.931; max
+pooling of the last layer did not help.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import numpy as np
 log = logging.getLogger("medtune.guard")
 
 MAX_TOKENS = 128  # one window; longer text is split into windows by the guard
-DIM = 384
+LAYERS = (6, 4, 2)  # hidden states mean-pooled (0 is the word embeddings, 6 the last layer)
+DIM = 384 * len(LAYERS)
 
 
 @cache
@@ -38,34 +46,48 @@ def _eager() -> tuple[Any, Any]:
     return tok, model
 
 
+def _layers(model: Any) -> Any:
+    """The transformer as a module that returns the hidden states of LAYERS (a tuple: traceable)."""
+    import torch
+
+    class Layers(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> tuple[Any, ...]:
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            return tuple(out.hidden_states[k] for k in LAYERS)
+
+    return Layers(model).eval()
+
+
 @cache
 def _load() -> tuple[Any, Any]:
-    """The tokenizer and the model traced with TorchScript and frozen: the same numbers (tests compare them,
-    padded batches included), about a quarter less time a message, the Python overhead of the transformers
-    modules (4.5 -> 3.5 ms median, 6.5 -> 4.6 ms p90 here). Falls back to the plain model if tracing fails."""
+    """The tokenizer and the LAYERS module traced with TorchScript and frozen: the same numbers (tests compare
+    them with the plain model, padded batches included), about a quarter less time a message, the Python
+    overhead of the transformers modules (4.5 -> 3.5 ms median, 6.5 -> 4.6 ms p90 here). Falls back to the
+    plain module if tracing fails."""
     import warnings
 
     import torch
 
     tok, model = _eager()
+    layers = _layers(model)
     example = tok(["a short example message"], return_tensors="pt")
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # TracerWarnings about shapes that BERT never varies
-            traced = torch.jit.trace(model, (example["input_ids"], example["attention_mask"]), strict=False,
+            traced = torch.jit.trace(layers, (example["input_ids"], example["attention_mask"]), strict=False,
                                      check_trace=False)
             return tok, torch.jit.freeze(traced.eval())
     except Exception as err:  # noqa: BLE001 - any tracing failure leaves the plain model, which is correct
         log.warning("guard encoder: TorchScript tracing failed (%s); using the plain model", err)
-        return tok, model
-
-
-def _hidden(out: Any) -> Any:
-    return out["last_hidden_state"] if isinstance(out, dict) else out[0]
+        return tok, layers
 
 
 def encode(texts: list[str], *, batch_size: int = 64) -> np.ndarray:
-    """Unit-length embeddings, one row per text (float32)."""
+    """One row per text (float32): the mean-pooled LAYERS side by side, each unit length."""
     import torch
 
     tok, model = _load()
@@ -76,10 +98,10 @@ def encode(texts: list[str], *, batch_size: int = 64) -> np.ndarray:
             idx = order[i:i + batch_size]
             batch = tok([texts[k] for k in idx], padding=True, truncation=True, max_length=MAX_TOKENS,
                         return_tensors="pt")
-            hidden = _hidden(model(batch["input_ids"], batch["attention_mask"])).float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+            pooled = [(h.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                      for h in model(batch["input_ids"], batch["attention_mask"])]
+            out[idx] = torch.cat([torch.nn.functional.normalize(p, dim=-1) for p in pooled], dim=-1).numpy()
     return out
 
 

@@ -95,6 +95,9 @@ def load_model(folder: Path = MODEL_DIR) -> GuardModel:
     meta = json.loads(meta_path.read_text())
     arrays = np.load(arrays_path)
     labels = meta.pop("labels")
+    if arrays["weight"].shape[1] != encoder.DIM:
+        raise MedtuneError(f"{arrays_path}: fitted on {arrays['weight'].shape[1]}-wide embeddings, the encoder gives "
+                           f"{encoder.DIM}; rebuild it with `medtune guard --rebuild`")
     if set(labels) != set(CATEGORIES):
         raise MedtuneError(f"{meta_path}: labels {labels} do not match the policy's categories {list(CATEGORIES)}")
     return GuardModel(labels, arrays["weight"], arrays["bias"], arrays["ngram_index"],
