@@ -127,6 +127,7 @@ def test_guard_bad_input_gets_defined_verdicts():
     out = g.check_many(["", "\x00\x01\x02", "a" * 100_000, "héllo мир 你好 مرحبا", "word " * 30_000])
     assert all(isinstance(v, Verdict) and v.action in ("answer", "refuse", "escalate") for v in out)
     assert out[0].source == "empty"
+    assert [v.action for v in out[1:]] == ["answer"] * 4  # nonsense is answered, not escalated or refused
 
 
 def test_guard_cli_contract(tmp_path):
