@@ -32,7 +32,8 @@ _STOPWORDS = {
                     " mir bin habe kein keine auch noch sehr dem den im".split()),
 }  # folded (rules.fold): no accents
 _WORD = re.compile(r"[a-zà-ÿß]+")
-MIN_LANGUAGE_PROB = 0.9
+LONG_TEXT_MIN_PROB = 0.9  # py3langid's probability needed for 6+ words without a stop-word check
+SHORT_TEXT_MIN_PROB = 0.5  # ... and for shorter text, which also needs more of its stop words than English
 
 
 def language(text: str) -> str:
@@ -50,10 +51,10 @@ def language(text: str) -> str:
     lang, prob = _identifier().classify(text)
     if lang == "en":
         return "en"
-    if prob >= MIN_LANGUAGE_PROB and len(words) >= 6:
+    if prob >= LONG_TEXT_MIN_PROB and len(words) >= 6:
         return lang
     ours, english = (sum(w in _STOPWORDS[k] for w in words) for k in (lang, "en"))
-    return lang if prob >= 0.5 and ours > english else "en"
+    return lang if prob >= SHORT_TEXT_MIN_PROB and ours > english else "en"
 
 
 @cache
