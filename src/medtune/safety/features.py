@@ -13,7 +13,6 @@ those are glossed word by word into English for the encoder (gloss.py) and have 
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from typing import Any
 
@@ -31,7 +30,6 @@ _STOPWORDS = {
     "de": frozenset("der die das und ist nicht ich mein meine ein eine mit zu auf fur was wie es sie er hat mich"
                     " mir bin habe kein keine auch noch sehr dem den im".split()),
 }  # folded (rules.fold): no accents
-_WORD = re.compile(r"[a-zà-ÿß]+")
 LONG_TEXT_MIN_PROB = 0.9  # py3langid's probability needed for 6+ words without a stop-word check
 SHORT_TEXT_MIN_PROB = 0.5  # ... and for shorter text, which also needs more of its stop words than English
 
@@ -45,7 +43,7 @@ def language(text: str) -> str:
     On the 12,000 fitting prompts a stop-word count alone mislabelled 337 (French read as Spanish, short
     German as English); this rule mislabels 10, all three- or four-word dose questions ("Dose mortelle de
     propranolol ?"), which stay English and are read by the n-grams."""
-    words = _WORD.findall(rules.fold(text))
+    words = rules.FOLDED_WORD.findall(rules.fold(text))
     if not words:
         return "en"
     lang, prob = _identifier().classify(text)

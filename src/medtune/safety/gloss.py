@@ -12,7 +12,6 @@ glossary is kept as it is (drug names and cognates often read fine to the encode
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from medtune.safety import rules
 
 GLOSS_DIR = Path(__file__).parent / "gloss"
 LANGUAGES = ("es", "fr", "de")
-_WORD = re.compile(r"[a-zßœæ]+")
 
 
 @cache
@@ -42,7 +40,7 @@ def to_english(folded: str, lang: str) -> str:
     if lang not in LANGUAGES:
         return folded
     table = glossary(lang)
-    return _WORD.sub(lambda m: table.get(m.group(0), m.group(0)), folded)
+    return rules.FOLDED_WORD.sub(lambda m: table.get(m.group(0), m.group(0)), folded)
 
 
 def views(part: str, lang: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ import unicodedata
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f]")
 _REPEATS = re.compile(r"(\w)\1{2,}")
+FOLDED_WORD = re.compile(r"[a-zßœæ]+")  # a word of folded text (see `fold`)
 
 
 def normalize(text: str) -> str:
