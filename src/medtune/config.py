@@ -124,10 +124,28 @@ class ExportConfig:
 
 @dataclass
 class ServeConfig:
-    host: str = _f("127.0.0.1", "Address the API binds to.")
+    host: str = _f("127.0.0.1", "Address the API binds to (0.0.0.0 exposes it to the network: use API keys).")
     port: int = _f(8000, "Port the API listens on.")
-    engine: str = _f("transformers", "transformers | llama.cpp")
-    emergency_numbers: str = _f("911 (US), 112 (EU) or 999 (UK)", "Emergency numbers named in escalations.")
+    engine: str = _f("auto", "auto | transformers | llama.cpp. auto = llama.cpp where there is a GGUF to run.")
+    n_ctx: int = _f(4096, "Context window (tokens) of the llama.cpp engine; history is trimmed to fit.")
+    temperature: float = _f(0.3, "Sampling temperature of answers (0 = greedy).")
+    top_p: float = _f(0.9, "Nucleus sampling: keep the smallest set of tokens with this much probability.")
+    repetition_penalty: float = _f(1.1, "Penalty on repeated tokens (1 = none).")
+    max_tokens: int = _f(512, "Default longest answer in tokens.")
+    max_tokens_limit: int = _f(2048, "Largest max_tokens a request may ask for (more is a 400).")
+    max_messages: int = _f(64, "Most messages in one request (more is a 400).")
+    max_chars: int = _f(32000, "Most characters over all messages of one request (more is a 413).")
+    rate_limit: str = _f("60/minute", "Requests per API key (the `limits` library's notation, e.g. 10/second).")
+    queue_size: int = _f(8, "Requests that may wait for the engine; more are answered 503 at once.")
+    request_timeout: float = _f(120.0, "Seconds a request may wait and generate before a 503/stop.")
+    audit_path: str | None = _f(None, "SQLite audit log (default: ~/.local/share/medtune/audit.sqlite3).")
+    audit_raw: bool = _f(False, "Also store message and answer text in the audit log (off: hashes only).")
+    audit_retention_days: int = _f(30, "Delete audit rows older than this many days (0 = keep all).")
+    kill_file: str | None = _f(None, "While this file exists the API answers 503 (a kill switch re-read live).")
+    emergency_numbers: str = _f("911 in the US, 112 in the EU, 999 in the UK", "Emergency numbers named in escalations.")
+    crisis_line: str = _f("call or text 988 (Suicide & Crisis Lifeline) in the US",
+                          "Crisis line named in self-harm escalations.")
+    poison_line: str = _f("Poison Help 1-800-222-1222 in the US", "Poison control named in refusals.")
 
 
 @dataclass
@@ -151,7 +169,7 @@ _CHOICES = {
     "train.precision": {"auto", "bf16", "fp16", "fp32"},
     "train.best_metric": {"auto", "probe_acc", "probe_rougeL", "eval_loss"},
     "export.quantization": {"f16", "q8_0", "q4_k_m"},
-    "serve.engine": {"transformers", "llama.cpp"},
+    "serve.engine": {"auto", "transformers", "llama.cpp"},
 }
 
 

@@ -90,7 +90,8 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     """Base vs tuned on the held-out test split with the evaluation suite's metrics: answer-token loss
     and perplexity, ROUGE-1/2/L, BLEU and format adherence of greedy answers (identical prompts and
     decoding for both: one model, adapter off and on), 95% CIs and paired bootstrap deltas."""
-    from medtune.eval.heldout import greedy_generate, item_losses
+    from medtune.eval.heldout import item_losses
+    from medtune.model.generate import greedy_generate
     from medtune.eval.suite import answer_metrics
 
     data_dir = Path(cfg.data.prepared) if cfg.data.prepared else tr.run_dir / "data"

@@ -67,7 +67,7 @@ def score_chat(model: Any, tok: Any, rows: list[dict[str, Any]]) -> list[float]:
 
 def score_generative(model: Any, tok: Any, rows: list[dict[str, Any]]) -> tuple[list[float], float]:
     """(1/0 correct per scored row, share of answers the extractor could not read)."""
-    from medtune.eval.heldout import greedy_answers
+    from medtune.model.generate import greedy_answers
 
     items, _ = mcq_items(rows)
     convs = [[{"role": "user", "content": f"{it[1].rsplit('Answer:', 1)[0]}{INSTRUCTION}"}] for it in items]

@@ -62,7 +62,7 @@ def guard_actions(rows: list[dict[str, Any]]) -> list[str]:
 def model_actions(model: Any, tok: Any, rows: list[dict[str, Any]], system_prompt: str, *, base: bool = False,
                   batch_size: int = 8) -> tuple[list[str], list[str]]:
     """(rubric actions, answers) of the model's own greedy answers."""
-    from medtune.eval.heldout import greedy_answers
+    from medtune.model.generate import greedy_answers
 
     convs = [[{"role": "user", "content": r["prompt"]}] for r in rows]
     answers = greedy_answers(model, tok, convs, system_prompt, ANSWER_TOKENS, base=base, batch_size=batch_size,
@@ -119,7 +119,7 @@ def evaluate_safety(model_spec: str | None, base_spec: str | None, *, limit: int
 def safety_report(model_spec: str | None, base_spec: str | None, *, limit: int | None,
                   rows: list[dict[str, Any]] | None = None, name: str = "redteam") -> dict[str, Any]:
     """Guard on all rows; models (and base) on a stratified sample of `limit` rows."""
-    from medtune.eval.suite import load_scored_model
+    from medtune.model.load import load_scored_model
 
     rows = policy_rows(rows if rows is not None else redteam.load_split("test"))
     report: dict[str, Any] = {"model": model_spec, "base": base_spec, "suite": "safety", "datasets": {}}

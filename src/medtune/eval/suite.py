@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from medtune.config import DEFAULT_SYSTEM_PROMPT
 from medtune.data import sources
 from medtune.data.formats import RowError, qa
 from medtune.data.tokenize import encode
@@ -28,6 +27,7 @@ from medtune.errors import MedtuneError
 from medtune.eval.mcq import score_mcq
 from medtune.eval.stats import bootstrap_ci, paired_bootstrap
 from medtune.eval.yesno import macro_f1, score_yesno
+from medtune.model.load import load_scored_model
 
 EXPECTED = {
     "mcq": "question + options + answer (multiple choice)",
@@ -143,7 +143,7 @@ def _overlap_metrics(model: Any, tok: Any, rows: list[dict[str, Any]], system_pr
     """ROUGE-1/2/L (rouge-score, stemmed F1) and corpus BLEU (sacrebleu) of greedy answers vs the references,
     on at most GEN_BUDGET items of at most GEN_TOKENS new tokens (generation is the slow part on a CPU)."""
 
-    from medtune.eval.heldout import greedy_generate
+    from medtune.model.generate import greedy_generate
 
     items = []
     for row in rows[:GEN_BUDGET]:
@@ -231,15 +231,6 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
     report["precision"] = "bf16" if bf16 else "fp32"
     write_report(report, output)
     return report
-
-
-def load_scored_model(spec: str) -> tuple[Any, Any, str]:
-    """(model, tokenizer, system prompt): a run is asked with the system prompt it was trained with."""
-    from medtune.model.load import load_for_inference, run_info
-
-    model, tok, src = load_for_inference(spec)
-    prompt = run_info(spec).get("system_prompt", DEFAULT_SYSTEM_PROMPT) if src.kind == "run" else DEFAULT_SYSTEM_PROMPT
-    return model, tok, prompt
 
 
 def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: int | None,

@@ -230,10 +230,61 @@ def load_for_training(cfg: ModelConfig, lora: LoraConfig, *, gradient_checkpoint
 
 
 def read_run_base(run_dir: str | Path) -> str:
+    return read_run(run_dir).base.name
+
+
+@dataclass
+class RunProvenance:
+    """What a run folder says about itself: later stages read this instead of asking again."""
+
+    run_dir: Path
+    base: ModelConfig
+    system_prompt: str
+    stop_tokens: list[str]
+    chat_template: str | None
+    tokenizer_dir: Path | None
+    info: dict[str, Any]
+
+
+def is_run(spec: str | Path) -> bool:
+    path = Path(spec)
+    return path.is_dir() and (path / "adapter_config.json").exists() and (path / "config.yaml").exists()
+
+
+def read_run(run_dir: str | Path) -> RunProvenance:
+    """The base model config, system prompt, stop tokens, chat template and tokenizer of a run folder."""
     import yaml
 
-    cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-    return cfg["model"]["name"]
+    from medtune.config import DEFAULT_SYSTEM_PROMPT
+
+    folder = Path(run_dir)
+    try:
+        cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        base = ModelConfig(**cfg["model"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise MedtuneError(f"{folder}/config.yaml: not a readable medtune run config ({e})") from None
+    info = run_info(folder)
+    template = folder / "chat_template.jinja"
+    tok_dir = folder / "tokenizer"
+    return RunProvenance(folder, base, info.get("system_prompt") or DEFAULT_SYSTEM_PROMPT,
+                         list(info.get("stop_tokens") or []),
+                         template.read_text(encoding="utf-8") if template.exists() else None,
+                         tok_dir if (tok_dir / "tokenizer_config.json").exists() else None, info)
+
+
+def load_run_tokenizer(prov: RunProvenance) -> Any:
+    """The run's own saved tokenizer and chat template (the base's only for runs that saved none)."""
+    from transformers import AutoTokenizer
+
+    if prov.tokenizer_dir is not None:
+        tok = AutoTokenizer.from_pretrained(prov.tokenizer_dir)
+    else:
+        tok = load_tokenizer(resolve(prov.base.name, prov.base.gguf_file), prov.base)
+    if prov.chat_template:
+        tok.chat_template = prov.chat_template
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def load_for_inference(spec: str, cfg: ModelConfig | None = None) -> tuple[Any, Any, ModelSource]:
@@ -241,23 +292,27 @@ def load_for_inference(spec: str, cfg: ModelConfig | None = None) -> tuple[Any, 
     cfg = cfg or ModelConfig(name=spec)
     src = resolve(spec, cfg.gguf_file)
     if src.kind == "run":
-        import yaml
         from peft import PeftModel
 
-        run_cfg = yaml.safe_load((Path(src.path) / "config.yaml").read_text())
-        base_cfg = ModelConfig(**run_cfg["model"])
-        base_src = resolve(base_cfg.name, base_cfg.gguf_file)
-        tok = load_tokenizer(base_src, base_cfg)
-        template = Path(src.path) / "chat_template.jinja"
-        if template.exists():
-            tok.chat_template = template.read_text()
-        model = PeftModel.from_pretrained(load_base(base_src, base_cfg), src.path)
+        prov = read_run(src.path)
+        base_src = resolve(prov.base.name, prov.base.gguf_file)
+        tok = load_run_tokenizer(prov)
+        model = PeftModel.from_pretrained(load_base(base_src, prov.base), src.path)
         src.license = base_src.license
     else:
         tok = load_tokenizer(src, cfg)
         model = load_base(src, cfg)
     model.eval()
     return model, tok, src
+
+
+def load_scored_model(spec: str) -> tuple[Any, Any, str]:
+    """(model, tokenizer, system prompt): a run is asked with the system prompt it was trained with."""
+    from medtune.config import DEFAULT_SYSTEM_PROMPT
+
+    model, tok, src = load_for_inference(spec)
+    prompt = read_run(spec).system_prompt if src.kind == "run" else DEFAULT_SYSTEM_PROMPT
+    return model, tok, prompt
 
 
 def run_info(run_dir: str | Path) -> dict[str, Any]:

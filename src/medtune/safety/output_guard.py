@@ -29,7 +29,8 @@ _HAS_DISCLAIMER = re.compile(
     r"\bsee (?:a|your) (?:doctor|clinician|gp|healthcare provider|health care provider)\b",
     re.IGNORECASE,
 )
-_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\n+)")  # captured: split keeps the whitespace
+CARE_NOTE_CATEGORIES = ("stop_medication", "diagnosis_request")
 
 
 @dataclass
@@ -40,23 +41,81 @@ class CheckedAnswer:
 
 def check_answer(answer: str, category: str = "benign", contacts: Contacts | None = None) -> CheckedAnswer:
     """The answer as it may be shown, and what was changed ("dosing", "phi", "disclaimer", "care_note")."""
+    release = SentenceRelease(category, contacts)
+    text = "".join(release.feed(answer) + release.finish())
+    return CheckedAnswer(text.strip(), release.changes)
+
+
+def filter_sentence(sentence: str) -> tuple[str, list[str]]:
+    """One sentence as it may be shown: PHI scrubbed; personal dosing or prescribing cut ("" then)."""
     changes: list[str] = []
-    text, counts = scrub(answer)
+    text, counts = scrub(sentence)
     if counts:
         changes.append("phi")
     if _PERSONAL_DOSING.search(text):
-        kept = [s for s in _SENTENCES.split(text) if s.strip() and not _PERSONAL_DOSING.search(s)]
-        note = message("prescription_request", contacts) or ""
-        text = " ".join(kept + [note]).strip()
-        changes.append("dosing")
-    care = message(category, contacts) if category in ("stop_medication", "diagnosis_request") else None
-    if care and care not in text:
-        text = f"{care}\n\n{text}".strip()
-        changes.append("care_note")
-    if not _HAS_DISCLAIMER.search(text):
-        text = f"{text}\n\n{DISCLAIMER}".strip()
-        changes.append("disclaimer")
-    return CheckedAnswer(text, changes)
+        return "", [*changes, "dosing"]
+    return text, changes
+
+
+class SentenceRelease:
+    """The output guard for streamed text: a sentence is released only once it is complete and checked.
+
+    `feed` takes raw model text and returns what may be sent now (whole sentences, each through
+    `filter_sentence`); `finish` returns the rest, the prescription note if any sentence was cut, and the
+    disclaimer when the answer had none. The care note for stop-medication and diagnosis questions is
+    released first. `check_answer` is this class run on a whole answer, so streamed and plain replies are
+    the same text."""
+
+    def __init__(self, category: str = "benign", contacts: Contacts | None = None, lang: str = "en") -> None:
+        self.contacts, self.lang = contacts, lang
+        self.changes: list[str] = []
+        self._buffer = ""
+        self._released: list[str] = []
+        self._cut = False
+        care = message(category, contacts, lang) if category in CARE_NOTE_CATEGORIES else None
+        self._pending = [care + "\n\n"] if care else []
+        if care:
+            self.changes.append("care_note")
+
+    def feed(self, text: str) -> list[str]:
+        self._buffer += text
+        parts = _SENTENCE_END.split(self._buffer)
+        # parts alternate text, separator; the last text has no end yet and stays buffered
+        out, self._buffer = self._pending, parts[-1]
+        self._pending = []
+        for i in range(0, len(parts) - 1, 2):
+            out += self._check(parts[i] + parts[i + 1])
+        return self._emit(out)
+
+    def finish(self) -> list[str]:
+        out = self._pending + (self._check(self._buffer) if self._buffer.strip() else [])
+        self._buffer, self._pending = "", []
+        if self._cut:
+            out.append(" " + (message("prescription_request", self.contacts, self.lang) or ""))
+        so_far = "".join(self._released + out)
+        if not so_far.strip() or not _HAS_DISCLAIMER.search(so_far):
+            out.append(("\n\n" if so_far.strip() else "") + DISCLAIMER)
+            self.changes.append("disclaimer")
+        return self._emit(out)
+
+    def _check(self, sentence: str) -> list[str]:
+        body = sentence.rstrip()
+        tail = sentence[len(body):]
+        text, changes = filter_sentence(body)
+        for c in changes:
+            if c not in self.changes:
+                self.changes.append(c)
+        if "dosing" in changes:
+            self._cut = True
+            return []
+        return [text + tail] if text else []
+
+    def _emit(self, pieces: list[str]) -> list[str]:
+        pieces = [p for p in pieces if p]
+        if not self._released and pieces:  # no leading blank lines before the first words
+            pieces[0] = pieces[0].lstrip()
+        self._released += pieces
+        return [p for p in pieces if p]
 
 
 def has_disclaimer(text: str) -> bool:

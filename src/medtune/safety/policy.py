@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medtune.safety import translations
+
 ESCALATE, REFUSE, ANSWER = "escalate", "refuse", "answer"
 
 CATEGORY_ACTION: dict[str, str] = {
@@ -41,8 +43,14 @@ class Contacts:
     poison: str = "Poison Help 1-800-222-1222 in the US"
 
 
-def message(category: str, contacts: Contacts | None = None) -> str | None:
-    """The fixed reply for a category whose action is not `answer`; a care note for the careful answers."""
+def message(category: str, contacts: Contacts | None = None, lang: str = "en") -> str | None:
+    """The fixed reply for a category whose action is not `answer`; a care note for the careful answers.
+    `lang` (en, es, fr, de: the languages the guard reads) picks the wording; unknown languages get English.
+    Without `contacts`, each language names its own default numbers."""
+    if lang != "en" and lang in translations.TEXTS:
+        c = contacts or Contacts(**translations.CONTACTS[lang])
+        text = translations.TEXTS[lang].get(category)
+        return text.format(emergency=c.emergency, crisis=c.crisis, poison=c.poison) if text else None
     c = contacts or Contacts()
     texts = {
         "emergency": (

@@ -7,7 +7,7 @@ rows, so a run can keep the adapter from its best step instead of its last:
 - probe_acc: log-likelihood accuracy on a few multiple-choice questions (`medtune.eval.mcq.score_mcq`,
   lm-eval's MMLU protocol), which projects onto the vocabulary only at the last prompt token;
 - probe_rougeL: ROUGE-L F1 (stemmed) of a few short greedy answers against the reference answers
-  (`medtune.eval.heldout.greedy_answers`; generation keeps logits for the newest token only).
+  (`medtune.model.generate.greedy_answers`; generation keeps logits for the newest token only).
 
 Neither holds full-vocabulary logits for whole sequences, and neither draws random numbers (greedy
 decoding, dropout off), so a probed run stays bit-for-bit resumable.
@@ -51,7 +51,7 @@ class Probe:
         model is the (PEFT) causal LM; autocast is the training loop's autocast factory (needed when the
         frozen weights are bf16). The model is put back in the train/eval mode it was in.
         """
-        from medtune.eval.heldout import greedy_answers
+        from medtune.model.generate import greedy_answers
         from medtune.eval.mcq import score_mcq
 
         was_training = model.training

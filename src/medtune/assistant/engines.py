@@ -1,0 +1,173 @@
+"""Engines turn a conversation into streamed text: transformers (base + PEFT adapter, or merged) and
+llama.cpp (a GGUF, plus a GGUF LoRA adapter). Each renders prompts with the run's own chat template and
+stops on the run's stop tokens; the assistant above them never sees a token id.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from medtune.errors import MedtuneError
+
+
+@dataclass
+class GenParams:
+    """Sampling settings (defaults: the serve config's). temperature 0 means greedy."""
+
+    temperature: float = 0.3
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+    max_tokens: int = 512
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    """Filled in by an engine while its text is consumed."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"  # stop | length | cancelled
+
+
+class Engine(Protocol):
+    name: str
+    context_length: int
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Prompt tokens of a conversation rendered with the generation prompt."""
+        ...
+
+    def stream(self, messages: list[dict[str, str]], params: GenParams, gen: Generation,
+               cancel: threading.Event) -> Iterator[str]:
+        """Text pieces of the answer; stops early when `cancel` is set."""
+        ...
+
+
+class TransformersEngine:
+    """A transformers causal LM (PEFT adapters applied) generating in a worker thread for streaming."""
+
+    name = "transformers"
+
+    def __init__(self, model: Any, tok: Any, stop_tokens: list[str] | None = None) -> None:
+        from medtune.model.generate import stop_token_ids
+
+        self.model, self.tok = model, tok
+        self.stop_ids = stop_token_ids(tok, stop_tokens)
+        self.context_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        self._lock = threading.Lock()  # one generation at a time: a CPU has no room for two
+
+    def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self._prompt(messages))
+
+    def stream(self, messages: list[dict[str, str]], params: GenParams, gen: Generation,
+               cancel: threading.Event) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        ids = self._prompt(messages)
+        gen.prompt_tokens = len(ids)
+        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        counted: list[int] = []
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
+                counted.append(1)
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+
+        sample = params.temperature > 0
+        kw: dict[str, Any] = {"do_sample": sample, "max_new_tokens": params.max_tokens,
+                              "repetition_penalty": params.repetition_penalty, "eos_token_id": self.stop_ids,
+                              "pad_token_id": self.tok.pad_token_id, "streamer": streamer,
+                              "stopping_criteria": StoppingCriteriaList([_Stop()])}
+        if sample:
+            kw.update(temperature=params.temperature, top_p=params.top_p)
+        result: dict[str, Any] = {}
+        device = next(self.model.parameters()).device
+
+        def work() -> None:
+            try:
+                with torch.no_grad():
+                    x = torch.tensor([ids], device=device)
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    result["out"] = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), **kw)
+            except Exception as e:  # reported to the consumer below, not lost in the thread
+                result["error"] = e
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=work, daemon=True)
+            worker.start()
+            finished = False
+            try:
+                yield from streamer
+                finished = True
+            finally:
+                if not finished:  # the consumer stopped reading (client gone): stop generating too
+                    cancel.set()
+                worker.join()
+        if "error" in result:
+            raise MedtuneError(f"generation failed: {result['error']}")
+        new = result["out"][0, len(ids):]
+        gen.completion_tokens = int(new.numel())
+        hit_stop = bool(torch.isin(new, torch.tensor(self.stop_ids, device=new.device)).any())
+        gen.finish_reason = "stop" if hit_stop else ("cancelled" if cancel.is_set() else "length")
+
+
+class LlamaCppEngine:
+    """llama.cpp on a GGUF (plus a GGUF LoRA adapter), prompts rendered with the run's Jinja template."""
+
+    name = "llama.cpp"
+
+    def __init__(self, llm: Any, chat_template: str, stop_tokens: list[str]) -> None:
+        from medtune.model import llamacpp
+
+        self.llm, self.template = llm, chat_template
+        self.stop_tokens = [s for s in stop_tokens if s]
+        self.context_length = int(llm.n_ctx())
+        self.bos = llamacpp.token_text(llm, llm.token_bos())
+        self.eos = llamacpp.token_text(llm, llm.token_eos())
+        self._lock = threading.Lock()
+
+    def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        from medtune.model import llamacpp
+
+        text = llamacpp.render_chat(self.template, messages, bos_token=self.bos, eos_token=self.eos)
+        return llamacpp.tokenize_prompt(self.llm, text)
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self._prompt(messages))
+
+    def stream(self, messages: list[dict[str, str]], params: GenParams, gen: Generation,
+               cancel: threading.Event) -> Iterator[str]:
+        ids = self._prompt(messages)
+        gen.prompt_tokens = len(ids)
+        with self._lock:
+            self.llm.reset()
+            chunks = self.llm.create_completion(
+                ids, max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+                repeat_penalty=params.repetition_penalty, stop=self.stop_tokens or None, stream=True,
+                seed=params.seed if params.seed is not None else -1)
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    gen.completion_tokens += choice.get("finish_reason") is None
+                    if choice.get("text"):
+                        yield choice["text"]
+                    if choice.get("finish_reason"):
+                        gen.finish_reason = choice["finish_reason"]
+                    if cancel.is_set():
+                        gen.finish_reason = "cancelled"
+                        break
+            finally:
+                chunks.close()
