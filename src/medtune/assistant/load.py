@@ -142,5 +142,7 @@ def load_assistant(spec: str, engine: str = "auto", *, defaults: GenParams | Non
     target = resolve_target(spec)
     chosen = pick_engine(target, engine)
     log.info("model %s on %s", target.model_id, chosen)
-    return Assistant(build_engine(target, chosen, n_ctx=n_ctx), system_prompt=target.system_prompt,
-                     contacts=contacts, model_id=target.model_id, defaults=defaults)
+    assistant = Assistant(build_engine(target, chosen, n_ctx=n_ctx), system_prompt=target.system_prompt,
+                          contacts=contacts, model_id=target.model_id, defaults=defaults)
+    assistant.guard.check("warm-up")  # load the encoder now, not on the first user's message (~4 s)
+    return assistant
