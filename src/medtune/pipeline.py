@@ -1,11 +1,13 @@
 """The jobs behind `medtune train` and `medtune run`: each a straight line of library calls.
 
-train: prepare data into the run folder -> load model + LoRA -> write provenance -> train -> save adapter
+train: lock the run folder -> prepare data into it -> load model + LoRA -> write provenance -> train -> save adapter
+      (--nproc N: the same, with training in N data-parallel worker processes)
 run:   train (holding out a test split) -> base vs tuned on the test split -> sample answers -> summary
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +22,9 @@ from medtune.config import Config
 from medtune.data.prepare import load_split, prepare
 from medtune.errors import MedtuneError
 from medtune.model.load import load_for_training, resolve
-from medtune.train import provenance, recipe
+from medtune.train import checkpoint, distributed, provenance, recipe
+from medtune.train.lock import RunLock
+from medtune.train.settings import resolve_settings
 
 log = logging.getLogger("medtune")
 
@@ -45,14 +49,51 @@ def run_dir_for(cfg: Config) -> Path:
 
 
 def train_run(cfg: Config, *, hold_out_test: bool) -> TrainedRun:
+    """One training, in this process or as one worker of a data-parallel launch (see train/distributed.py):
+    rank 0 locks the folder and prepares the data (unless `--nproc` already did) while the others wait."""
     run_dir = run_dir_for(cfg)
-    data_dir = run_dir / "data"
+    here = distributed.world()
+    settings = resolve_settings(cfg)  # QLoRA without CUDA fails here, before any data work
     resolve(cfg.model.name, cfg.model.gguf_file)  # a missing model fails before any data work
+    if not here.is_main:
+        logging.getLogger("medtune").setLevel(logging.WARNING)
+    owner = here.is_main and not distributed.launched_for(run_dir)
+    with RunLock(run_dir) if owner else contextlib.nullcontext():
+        if owner:
+            data_dir, manifest = setup_run_folder(cfg, run_dir, hold_out_test=hold_out_test)
+        distributed.barrier(cpu=settings.device == "cpu")
+        if not owner:
+            data_dir, manifest = _prepared_data(cfg, run_dir)
+        if here.size > 1:
+            distributed.check_rows(here.size, len(load_split(data_dir, "train")), cfg.train.batch_size)
+        model_cfg = dataclasses.replace(cfg.model, dtype=settings.load_dtype)
+        model, tok, src = load_for_training(model_cfg, cfg.lora, gradient_checkpointing=settings.gradient_checkpointing,
+                                           seed=cfg.seed)
+        if here.is_main:
+            provenance.write_setup(run_dir, cfg, tok)
+        summary = recipe.train(cfg, data_dir, run_dir, model, tok, settings)
+        gathered = summary.pop("adapter_state", None)  # ZeRO-3 / FSDP: the adapter collected from every process
+        if here.is_main:
+            model.peft_config["default"].base_model_name_or_path = src.name
+            model.save_pretrained(run_dir, **({"state_dict": gathered} if gathered is not None else {}))
+            provenance.update_run_info(run_dir, base_model=src.name, base_model_spec=cfg.model.name,
+                                       base_model_license=src.license, training=summary)
+            provenance.write_model_card(run_dir, cfg, src.name, src.license, manifest, summary)
+    return TrainedRun(run_dir, model, tok, manifest, summary, src.name, src.license)
+
+
+def setup_run_folder(cfg: Config, run_dir: Path, *, hold_out_test: bool) -> tuple[Path, dict[str, Any]]:
+    """Checks, the resolved config.yaml, and the prepared data split: everything a training starts from."""
+    data_dir = run_dir / "data"
     if cfg.train.resume:
-        if not (data_dir / "manifest.json").exists():
+        if not (run_dir / "config.yaml").exists():
+            raise MedtuneError(f"--resume: {run_dir} is not a medtune run folder (no config.yaml)")
+        if not cfg.data.prepared and not (data_dir / "manifest.json").exists():
             raise MedtuneError(f"--resume: {run_dir} has no prepared data; start the run without --resume")
     elif (run_dir / "checkpoints").exists() or (run_dir / "adapter_model.safetensors").exists():
         raise MedtuneError(f"{run_dir} already holds a run; pass --resume to continue it or a new --output")
+    else:
+        provenance.write_config(run_dir, cfg)  # from here on the folder can be resumed with its own config
     if cfg.data.prepared:
         data_dir = Path(cfg.data.prepared)
         manifest = json.loads((data_dir / "manifest.json").read_text()) if (data_dir / "manifest.json").exists() else {}
@@ -63,21 +104,34 @@ def train_run(cfg: Config, *, hold_out_test: bool) -> TrainedRun:
     else:
         manifest = prepare(cfg.data.sources, data_dir, cfg.data, cfg.seed, hold_out_test=hold_out_test)
         _print_prepared(manifest, data_dir)
-    model_cfg = cfg.model
-    if recipe.resolve_precision(cfg.train.precision, recipe.device_type()) == "bf16" and model_cfg.quantize == "none":
-        # frozen weights are kept in bf16 anyway (see recipe.frozen_weights_to): load them so, and skip the fp32
-        # copy; PEFT still creates the LoRA weights in fp32
-        model_cfg = dataclasses.replace(model_cfg, dtype="bfloat16")
-    model, tok, src = load_for_training(model_cfg, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
-                                       seed=cfg.seed)
-    provenance.write_setup(run_dir, cfg, tok)
-    summary = recipe.train(cfg, data_dir, run_dir, model, tok)
-    model.peft_config["default"].base_model_name_or_path = src.name
-    model.save_pretrained(run_dir)
-    provenance.update_run_info(run_dir, base_model=src.name, base_model_spec=cfg.model.name,
-                               base_model_license=src.license, training=summary)
-    provenance.write_model_card(run_dir, cfg, src.name, src.license, manifest, summary)
-    return TrainedRun(run_dir, model, tok, manifest, summary, src.name, src.license)
+    return data_dir, manifest
+
+
+def _prepared_data(cfg: Config, run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    data_dir = Path(cfg.data.prepared) if cfg.data.prepared else run_dir / "data"
+    path = data_dir / "manifest.json"
+    return data_dir, json.loads(path.read_text()) if path.exists() else {}
+
+
+def launch_train(cfg: Config, nproc: int, *, oversubscribe: bool = False, verbose: bool = False) -> TrainedRun:
+    """`medtune train --nproc N`: lock and prepare the run folder here, then train in N data-parallel workers
+    (torch's elastic launcher, gloo on CPU / NCCL on GPUs); the workers read the folder's config.yaml."""
+    distributed.check_nproc(nproc, oversubscribe=oversubscribe)
+    resolve_settings(cfg)
+    resolve(cfg.model.name, cfg.model.gguf_file)
+    run_dir = run_dir_for(cfg).resolve()
+    with RunLock(run_dir):
+        data_dir, manifest = setup_run_folder(cfg, run_dir, hold_out_test=False)
+        distributed.check_rows(nproc, len(load_split(data_dir, "train")), cfg.train.batch_size)
+        if cfg.train.resume:
+            checkpoint.check_processes(run_dir / "checkpoints", nproc)
+            provenance.write_config(run_dir, cfg)  # settings allowed to change on resume (e.g. save_steps)
+        args = (["-v"] if verbose else []) + ["train", "--config", str(run_dir / "config.yaml"),
+                                              "--output", str(run_dir)] + (["--resume"] if cfg.train.resume else [])
+        distributed.launch(nproc, args, run_dir, threads=distributed.threads_per_process(nproc))
+    info = json.loads((run_dir / "run.json").read_text())
+    return TrainedRun(run_dir, None, None, manifest, info.get("training", {}), info.get("base_model", ""),
+                      info.get("base_model_license", ""))
 
 
 def _print_prepared(manifest: dict[str, Any], data_dir: Path) -> None:
@@ -91,8 +145,8 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     and perplexity, ROUGE-1/2/L, BLEU and format adherence of greedy answers (identical prompts and
     decoding for both: one model, adapter off and on), 95% CIs and paired bootstrap deltas."""
     from medtune.eval.heldout import item_losses
-    from medtune.model.generate import greedy_generate
     from medtune.eval.suite import answer_metrics
+    from medtune.model.generate import greedy_generate
 
     data_dir = Path(cfg.data.prepared) if cfg.data.prepared else tr.run_dir / "data"
     rows = load_split(data_dir, "test")[: cfg.eval.max_eval_rows]

@@ -56,10 +56,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (grad * grad_out.to(grad.dtype) if grad is not None else None), None, None
 
 
-def answer_cross_entropy(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy of `head(hidden)` against targets; memory-light when the head is frozen."""
+def answer_cross_entropy(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor,
+                         fused: bool = True) -> torch.Tensor:
+    """Summed cross-entropy of `head(hidden)` against targets; memory-light when the head is frozen.
+
+    `fused=False` calls the head as a module: needed where its weight is sharded and only gathered inside
+    the module's own forward (DeepSpeed ZeRO-3, FSDP)."""
     weight = getattr(head, "weight", None)
-    if weight is not None and not weight.requires_grad and getattr(head, "bias", None) is None:
+    if fused and weight is not None and not weight.requires_grad and getattr(head, "bias", None) is None:
         return _LinearCrossEntropy.apply(hidden, weight, targets)
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
@@ -67,9 +71,10 @@ def answer_cross_entropy(hidden: torch.Tensor, head: nn.Module, targets: torch.T
 class AnswerLoss(nn.Module):
     """forward(batch) -> (sum of token losses, number of answer tokens)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, fused: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.fused = fused
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +83,8 @@ class AnswerLoss(nn.Module):
                                     use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
-        loss = answer_cross_entropy(hidden[:, :-1][keep], base.get_output_embeddings(), targets[keep])
+        loss = answer_cross_entropy(hidden[:, :-1][keep], base.get_output_embeddings(), targets[keep],
+                                    self.fused)
         return loss, keep.sum()
 
 

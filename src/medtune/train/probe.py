@@ -51,8 +51,8 @@ class Probe:
         model is the (PEFT) causal LM; autocast is the training loop's autocast factory (needed when the
         frozen weights are bf16). The model is put back in the train/eval mode it was in.
         """
-        from medtune.model.generate import greedy_answers
         from medtune.eval.mcq import score_mcq
+        from medtune.model.generate import greedy_answers
 
         was_training = model.training
         out: dict[str, float] = {}

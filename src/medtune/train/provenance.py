@@ -5,6 +5,7 @@ asking again, so the template and EOS used in training are the ones used everywh
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import json
 import platform
@@ -46,10 +47,19 @@ def stop_tokens(tok: Any) -> list[str]:
     return stops
 
 
+def write_config(run_dir: Path, cfg: Config) -> None:
+    """The resolved config, written atomically; `--resume` reads it back (so `train.resume` is stored false)."""
+    saved = copy.deepcopy(cfg)
+    saved.train.resume = False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".config.yaml.tmp"
+    tmp.write_text(dump_yaml(saved), encoding="utf-8")
+    tmp.replace(run_dir / "config.yaml")
+
+
 def write_setup(run_dir: Path, cfg: Config, tok: Any) -> None:
     """Before training: config, template and stop tokens, tokenizer, versions."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    write_config(run_dir, cfg)
     (run_dir / "chat_template.jinja").write_text(tok.chat_template, encoding="utf-8")
     tok.save_pretrained(run_dir / "tokenizer")
     info = {"medtune_version": __version__, "versions": versions(), "git_commit": git_commit(),
