@@ -71,3 +71,34 @@ def test_hub_model_offline_fails_fast(spec, tmp_path, capsys, monkeypatch):
     code = main(["train", "--data", str(rows), "--model", spec, "--output", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and spec in err and "--model default" in err
+
+
+def test_flags_are_never_abbreviated_and_a_near_miss_gets_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["config", "--epoch", "1"])  # argparse would otherwise take it for --epochs
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "medtune config: error: unrecognized arguments: --epoch 1 (did you mean --epochs?)" in err
+    with pytest.raises(SystemExit):
+        main(["confg"])
+    assert "(did you mean config?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--zzz"])
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_an_internal_error_is_one_line_with_the_trace_in_a_log_file(monkeypatch, tmp_path, capsys):
+    import medtune.cli as cli
+
+    def broken(args):
+        raise KeyError("plan")
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setattr(cli, "cmd_datasets", broken)
+    assert main(["datasets"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medtune: internal error: KeyError: 'plan' (full trace in ") and "\n" not in err
+    logs = list((tmp_path / "medtune" / "logs").glob("crash-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in err
+    text = logs[0].read_text()
+    assert text.startswith("medtune datasets") and "Traceback" in text and "raise KeyError" in text

@@ -97,8 +97,13 @@ def test_max_rows_and_unknown_shape(tmp_path):
     (tmp_path / "u.csv").write_text("foo,bar\n1,2\n")
     with pytest.raises(MedtuneError, match=r"u\.csv:2: cannot tell the format.*question \+ answer"):
         prepare([str(tmp_path / "u.csv")], tmp_path / "o2", DataConfig(), seed=0)
-    with pytest.raises(MedtuneError, match="no such file"):
+    with pytest.raises(MedtuneError, match="file not found"):
         prepare([str(tmp_path / "missing.jsonl")], tmp_path / "o3", DataConfig(), seed=0)
+    for typo in ("mydata/typo.cvs", str(tmp_path / "nodir" / "x.csv"), "notes.txt"):  # never a hub id
+        with pytest.raises(MedtuneError, match="file not found"):
+            prepare([typo], tmp_path / "o4", DataConfig(), seed=0)
+    with pytest.raises(MedtuneError, match="no such file, and not a dataset name"):
+        prepare(["medqaud"], tmp_path / "o5", DataConfig(), seed=0)
 
 
 def test_builtin_prepares_with_licenses(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune import __version__
+from medtune.cli_errors import Parser, report_crash
 from medtune.errors import MedtuneError
 
 EPILOG = """\
@@ -65,6 +66,11 @@ def _config_args(p: argparse.ArgumentParser, *, training: bool) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from medtune.config import load_config
 
+    if getattr(args, "resume", False):  # the run's own config.yaml; a contradicting flag is refused by name
+        from medtune.train.resume import resume_config
+
+        names = {key: flag for flag, (key, _, _) in COMMON_FLAGS.items()} | {"data.sources": "--data"}
+        return resume_config(args.config, _overrides(args), names)
     return load_config(args.config, _overrides(args))
 
 
@@ -99,10 +105,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from medtune.pipeline import train_run
+    from medtune.pipeline import launch_train, train_run
+    from medtune.train import distributed
 
     cfg = _load(args)
-    tr = train_run(cfg, hold_out_test=False)
+    here = distributed.world()
+    if args.nproc not in (None, 1) and here.size == 1:
+        tr = launch_train(cfg, args.nproc, oversubscribe=args.oversubscribe, verbose=args.verbose)
+    else:
+        tr = train_run(cfg, hold_out_test=False)
+        if not here.is_main or os.environ.get(distributed.LAUNCHED_ENV):
+            return  # the launching process (or rank 0 alone) reports
     s = tr.summary
     print(f"trained {s['steps']} steps on {s['train_rows']} rows in {s['seconds']} s "
           f"({s['tokens_per_s']} real tokens/s, {s['precision']}); final loss {s['final_loss']}"
@@ -139,11 +152,28 @@ def cmd_run(args: argparse.Namespace) -> None:
           f"  README.md (model card), config.yaml, run.json, chat_template.jinja, tokenizer/\n"
           f"  data/ (train/val/test + manifest.json), metrics.jsonl, checkpoints/, eval_heldout.json\n"
           f"  eval/ (report.json, report.md, loss_curves.png, metrics.png, safety.png)")
+    print(f"\ntalk to it (guarded: emergencies and harmful requests never reach the model):\n"
+          f"  medtune chat  --model {d}            # terminal chat\n"
+          f"  medtune serve --model {d} --api-key KEY   # OpenAI-compatible API on http://127.0.0.1:8000/v1\n"
+          f"  medtune ui    --model {d}            # web UI on http://127.0.0.1:7860")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from medtune.eval.suite import evaluate
 
+    if args.endpoint:
+        from medtune.eval.endpoint import evaluate_endpoint
+
+        if not args.data and args.suite != "safety":
+            raise MedtuneError("--endpoint: pass evaluation files with --data FILE and/or --suite safety")
+        report = evaluate_endpoint(args.endpoint, args.api_key, args.data or [], limit=args.limit,
+                                   output=Path(args.output), suite=args.suite,
+                                   model=None if args.model == "default" else args.model)
+        for name, e in report["datasets"].items():
+            print(f"{name[:27]:<28}{e['kind']:<7}{e['n']:>5}  " + ", ".join(
+                f"{m} {v['value']:.3f}" for m, v in e["metrics"].items()))
+        print(f"report: {args.output}/report.json and report.md")
+        return
     if args.suite == "safety":
         from medtune.eval.safety import evaluate_safety
 
@@ -271,8 +301,108 @@ def cmd_config(args: argparse.Namespace) -> None:
     print(dump_yaml(_load(args)), end="")
 
 
+def _talk_assistant(args: argparse.Namespace) -> Any:
+    """The guarded Assistant for `chat` and `ui`: sampling defaults from the serve config, overridden by flags."""
+    from medtune.assistant import GenParams, load_assistant
+    from medtune.config import ServeConfig
+
+    s = ServeConfig()
+    temperature = s.temperature if args.temperature is None else args.temperature
+    max_tokens = s.max_tokens if args.max_tokens is None else args.max_tokens
+    if temperature < 0:
+        raise MedtuneError(f"--temperature {temperature}: must be 0 (greedy) or more")
+    if not 1 <= max_tokens <= s.max_tokens_limit:
+        raise MedtuneError(f"--max-tokens {max_tokens}: must be between 1 and {s.max_tokens_limit}")
+    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
+    defaults = GenParams(temperature=temperature, top_p=s.top_p, repetition_penalty=s.repetition_penalty,
+                         max_tokens=max_tokens)
+    return load_assistant(args.model, args.engine, defaults=defaults, n_ctx=s.n_ctx)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from medtune.serve.chat import run_chat
+
+    assistant = _talk_assistant(args)
+    return run_chat(assistant, assistant.defaults)
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    from medtune.serve.ui import build_ui, launch_ui
+
+    launch_ui(build_ui(_talk_assistant(args)), host=args.host, port=args.port, share=args.share == "public")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from medtune.config import load_config
+    from medtune.serve.auth import load_keys
+    from medtune.serve.server import serve
+
+    overrides = list(args.overrides)
+    for flag in ("host", "port", "engine"):
+        if getattr(args, flag) is not None:
+            overrides.append(f"serve.{flag}={json.dumps(getattr(args, flag))}")
+    cfg = load_config(args.config, overrides).serve
+    if args.upstream_key and not args.upstream:
+        raise MedtuneError("--upstream-key needs --upstream URL")
+    serve(args.model, cfg, load_keys(args.api_key, args.keys_file, args.admin_key), upstream=args.upstream,
+          upstream_key=args.upstream_key or os.environ.get("MEDTUNE_UPSTREAM_KEY"))
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    from medtune.config import load_config
+    from medtune.serve.audit import format_rows, read_rows
+
+    path = args.path or (load_config(args.config).serve.audit_path if args.config else None)
+    sys.stdout.write(format_rows(read_rows(path, args.since), args.format))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from medtune.export import export_run
+    from medtune.export.hub import push
+
+    result = export_run(Path(args.run), args.format, args.quant, args.out, check_parity=not args.no_parity,
+                        force=args.force, lora=args.lora, parity_limit=args.parity_prompts,
+                        max_new_tokens=args.parity_tokens)
+    info = result.info
+    print(f"{info['format']} ({info['quant']}) of {info['source_run']} in {info['seconds']} s -> {result.folder}")
+    print(f"  starts from: {info['starts_from']}")
+    for name in info["files"]:
+        size = (result.folder / name).stat().st_size
+        types = info["tensor_types"].get(name)
+        print(f"  {name:<34}{size / 1e6:>9.1f} MB" + (f"  tensor types {types}" if types else ""))
+    for r in info["parity"].get("results", []):
+        req = f" (needs >= {r['required']:.0%})" if r["required"] else ""
+        print(f"  parity {r['export']}: first {info['parity']['compared_tokens']} tokens match the run on "
+              f"{r['match_first_32']:.0%} of {r['prompts']} prompts{req}; stopped {r['stopped']}/{r['prompts']} "
+              f"(run {r['run_stopped']}); answer perplexity {r['perplexity']} (run {r['run_perplexity']}) -> "
+              + ("ok" if r["passed"] else "FAILED"))
+        for d in r["diverged"][:3]:
+            print(f"    {d['prompt']}: diverges at token {d['token']}: run {d['run']!r} vs export {d['export']!r}")
+        if r["missed_stops"]:
+            print(f"    did not stop where the run stops: {', '.join(r['missed_stops'])}")
+    if not result.passed:
+        print(f"medtune: export failed its parity check; kept for inspection in {result.folder}", file=sys.stderr)
+        return 1
+    if args.push_to_hub:
+        files = push(result.folder, args.push_to_hub, private=args.private, dry_run=args.dry_run)
+        verb = "would upload" if args.dry_run else "uploaded"
+        print(f"{verb} {len(files)} files to {args.push_to_hub}" + (" (private)" if args.private else ""))
+        for name, size in files:
+            print(f"  {name}  {size} bytes")
+    return 0
+
+
+def _talk_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--model", default="default", help="default (embedded SmolLM2), a run folder, an export "
+                    "folder, a .gguf file or a model folder")
+    sp.add_argument("--engine", choices=("auto", "transformers", "llama.cpp"), default="auto",
+                    help="auto = llama.cpp where there is a GGUF to run, else transformers")
+    sp.add_argument("--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.3)")
+    sp.add_argument("--max-tokens", type=int, help="longest answer in tokens (default 512)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="medtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Fine-tune open LLMs into safe, measurable medical information assistants.")
     p.add_argument("--version", action="version", version=f"medtune {__version__}")
@@ -289,7 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "prepare data, fine-tune with LoRA, compare with the base model on held-out data")
     add("prepare", cmd_prepare, "clean, scrub PHI, de-duplicate, mix and split data into DIR (--output)",
         training=False)
-    add("train", cmd_train, "fine-tune with LoRA; writes the adapter and its provenance to the run folder")
+    tr = add("train", cmd_train, "fine-tune with LoRA; writes the adapter and its provenance to the run folder")
+    tr.add_argument("--nproc", type=int, metavar="N", help="train in N data-parallel processes on this machine "
+                    "(torch's elastic launcher; effective batch = batch_size x grad_accum x N; each process gets "
+                    "cores/N threads). Several GPUs or DeepSpeed/FSDP: accelerate launch -m medtune.cli train ...")
+    tr.add_argument("--oversubscribe", action="store_true", help="allow --nproc above the number of CPU cores")
     add("config", cmd_config, "print the resolved config (defaults < --config < --set < flags)")
     ev = sub.add_parser("eval", help="score a model (and its base, same prompts) with 95%% CIs",
                         description="Score a model on evaluation files: multiple choice (acc, lm-eval MMLU "
@@ -304,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--suite", choices=("safety",), help="safety: the red-team test split through the guard and "
                     "through the model's own answers (rubric), per category; --limit caps the model's prompts (60)")
     ev.add_argument("--limit", type=int, help="score at most N rows per file")
+    ev.add_argument("--endpoint", metavar="URL", help="score an OpenAI-compatible server instead of a local model "
+                    "(medtune serve, llama.cpp, vLLM, Ollama): open QA (ROUGE/BLEU/format), multiple choice by "
+                    "generation, safety files and --suite safety; --model names the served model (default: the "
+                    "first one the server lists)")
+    ev.add_argument("--api-key", help="bearer key for --endpoint")
     ev.add_argument("--output", default="eval", help="folder for report.json and report.md")
     ev.add_argument("--mcq-protocols", default="letters", metavar="LIST",
                     help="multiple-choice protocols: letters (acc, lm-eval MMLU), text (acc_norm), chat (acc_chat: "
@@ -338,6 +477,91 @@ def build_parser() -> argparse.ArgumentParser:
                  "  (run the same command again to continue an interrupted sweep)\n")
     ds = sub.add_parser("datasets", help="list the datasets medtune knows by name")
     ds.set_defaults(func=cmd_datasets)
+    ch = sub.add_parser("chat", help="talk to a model in the terminal, behind the safety guard",
+                        description="A multi-turn chat with the guarded assistant: answers stream as the output "
+                        "guard releases them; emergencies and crises get a fixed message with the numbers to call. "
+                        "/reset starts over, /exit (or Ctrl-D) quits; Ctrl-C stops an answer.",
+                        epilog="examples:\n  medtune chat\n  medtune chat --model runs/mine --engine transformers\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _talk_flags(ch)
+    ch.set_defaults(func=cmd_chat)
+    ui = sub.add_parser("ui", help="a web chat (Gradio) with the guarded assistant",
+                        description="A Gradio chat page over the guarded assistant, on this machine only by "
+                        "default; needs the ui extra (pip install 'medtune[ui]').",
+                        epilog="examples:\n  medtune ui\n  medtune ui --model runs/mine --port 7861\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _talk_flags(ui)
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the page to the network)")
+    ui.add_argument("--port", type=int, default=7860, help="port of the page (default 7860)")
+    ui.add_argument("--share", choices=("never", "public"), default="never",
+                    help="never (default): no public link; public: a temporary gradio.live link through "
+                    "Gradio's servers (needs network; anyone with the link can use the model)")
+    ui.set_defaults(func=cmd_ui)
+    sv = sub.add_parser("serve", help="an OpenAI-compatible REST API over the guarded assistant",
+                        description="POST /v1/chat/completions (streamed or not; the guard's verdict in the extra "
+                        "`medtune` field), GET /v1/models, /health and /metrics (Prometheus), behind API keys, a "
+                        "per-key rate limit, request limits, a bounded queue, a kill switch and a SQLite audit log "
+                        "(serve.* config keys). Without a key the API is open and allowed on loopback only.",
+                        epilog="examples:\n  medtune serve --model default --api-key \"$(openssl rand -hex 16)\"\n"
+                        "  medtune serve --model runs/mine --keys-file keys.txt --admin-key ADMINKEY --port 9000\n"
+                        "  medtune serve --set serve.rate_limit=10/second --set serve.kill_file=/tmp/medtune.off\n"
+                        "  # guard, limits and audit here, generation on a vLLM (or any OpenAI-compatible) server:\n"
+                        "  medtune serve --upstream http://gpu-box:8000/v1 --model my-merged-model --api-key KEY\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sv.add_argument("--model", default="default", help="default (embedded SmolLM2), a run folder, an export "
+                    "folder, a .gguf file or a model folder")
+    sv.add_argument("--engine", choices=("auto", "transformers", "llama.cpp"), help="serve.engine (default auto)")
+    sv.add_argument("--upstream", metavar="URL", help="generate on this OpenAI-compatible server (vLLM, llama.cpp "
+                    "server, another medtune serve); --model is then the model name it serves")
+    sv.add_argument("--upstream-key", metavar="KEY", help="bearer key for --upstream (or $MEDTUNE_UPSTREAM_KEY)")
+    sv.add_argument("--host", help="address to bind (serve.host, default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (serve.port, default 8000)")
+    sv.add_argument("--api-key", action="append", default=[], metavar="KEY", help="a bearer key (repeatable)")
+    sv.add_argument("--keys-file", metavar="FILE", help="`ID KEY` lines: the audit log records the ID")
+    sv.add_argument("--admin-key", metavar="KEY", help="bearer key of POST /admin/kill and /admin/resume")
+    sv.add_argument("--config", metavar="FILE.yaml", help="a YAML config (its serve: section is read)")
+    sv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config value, e.g. --set serve.rate_limit=10/second (repeatable)")
+    sv.set_defaults(func=cmd_serve)
+    au = sub.add_parser("audit", help="list or export the API's audit log (one row per chat request)",
+                        description="The SQLite audit log `medtune serve` writes (default: the serve.audit_path "
+                        "default, $XDG_DATA_HOME/medtune/audit.sqlite3). Text appears only as SHA-256 hashes "
+                        "unless the server ran with serve.audit_raw=true.",
+                        epilog="examples:\n  medtune audit --since 7d\n  medtune audit --format csv > audit.csv\n"
+                        "  medtune audit --path /srv/audit.sqlite3 --since 2026-12-01 --format jsonl\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    au.add_argument("--path", metavar="FILE", help="the audit log (default: the server's default path)")
+    au.add_argument("--config", metavar="FILE.yaml", help="read serve.audit_path from this config")
+    au.add_argument("--since", metavar="WHEN", help="only rows since a date (2026-12-01) or an age (7d, 12h, 30m)")
+    au.add_argument("--format", choices=("table", "csv", "jsonl"), default="table")
+    au.set_defaults(func=cmd_audit)
+    ex = sub.add_parser("export", help="merged weights, GGUF, GGUF LoRA or an Ollama folder, checked for parity",
+                        description="Export a run folder for other runtimes with its chat template, system prompt "
+                        "and stop tokens, then check that the export answers like the run (greedy answers to 16 "
+                        "shipped medical prompts + the run's first test questions: merged and f16 must match the "
+                        "run's first 32 tokens on >= 90%%; every export must stop wherever the run stops). Writes "
+                        "export.json (files + SHA-256, parity, tensor types, provenance) into the output folder.",
+                        epilog="examples:\n  medtune export --run runs/mine --format gguf --quant q4_k_m\n"
+                        "  medtune export --run runs/mine --format ollama   # then: ollama create mine -f Modelfile\n"
+                        "  medtune export --run runs/mine --format merged --push-to-hub me/mine --dry-run\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("--run", required=True, metavar="DIR", help="the run folder (adapter + provenance)")
+    ex.add_argument("--format", required=True, choices=("merged", "gguf", "gguf-lora", "ollama"))
+    ex.add_argument("--quant", choices=("f32", "f16", "q8_0", "q4_k_m"),
+                    help="gguf/ollama: f16, q8_0 (default), q4_k_m; gguf-lora: f16 (default), q8_0; merged: f32 "
+                    "(default), f16")
+    ex.add_argument("--out", metavar="DIR", help="output folder (default RUN/export/FORMAT-QUANT/, which serving "
+                    "reuses)")
+    ex.add_argument("--force", action="store_true", help="replace an existing output folder")
+    ex.add_argument("--lora", action="store_true", help="ollama: the unchanged base GGUF + the LoRA as ADAPTER "
+                    "instead of one merged GGUF")
+    ex.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    ex.add_argument("--parity-prompts", type=int, metavar="N", help="check only the first N prompts")
+    ex.add_argument("--parity-tokens", type=int, default=256, metavar="N", help="longest answer (default 256)")
+    ex.add_argument("--push-to-hub", metavar="OWNER/NAME", help="upload the export folder as one commit")
+    ex.add_argument("--private", action="store_true", help="create the hub repo private")
+    ex.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list the files, upload nothing")
+    ex.set_defaults(func=cmd_export)
     return p
 
 
@@ -371,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medtune: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not the user's input: one line here, the trace in a log file
+        return report_crash(e, sys.argv[1:] if argv is None else argv)
     return status or 0
 
 

@@ -142,7 +142,8 @@ class ServeConfig:
     audit_raw: bool = _f(False, "Also store message and answer text in the audit log (off: hashes only).")
     audit_retention_days: int = _f(30, "Delete audit rows older than this many days (0 = keep all).")
     kill_file: str | None = _f(None, "While this file exists the API answers 503 (a kill switch re-read live).")
-    emergency_numbers: str = _f("911 in the US, 112 in the EU, 999 in the UK", "Emergency numbers named in escalations.")
+    emergency_numbers: str = _f("911 in the US, 112 in the EU, 999 in the UK",
+                                "Emergency numbers named in escalations.")
     crisis_line: str = _f("call or text 988 (Suicide & Crisis Lifeline) in the US",
                           "Crisis line named in self-harm escalations.")
     poison_line: str = _f("Poison Help 1-800-222-1222 in the US", "Poison control named in refusals.")

@@ -178,3 +178,75 @@ class LlamaCppEngine:
                         break
             finally:
                 chunks.close()
+
+
+class UpstreamEngine:
+    """Generation on another OpenAI-compatible server (vLLM, llama.cpp's server, Ollama, a second medtune
+    serve): the guard, limits and audit stay in medtune, the tokens come from upstream over SSE.
+
+    Token counts for trimming history are estimated (CHARS_PER_TOKEN), since the upstream's tokenizer is
+    not here; the estimate errs on the long side so a trimmed conversation still fits upstream."""
+
+    name = "upstream"
+    CHARS_PER_TOKEN = 3
+
+    def __init__(self, url: str, model: str, *, api_key: str | None = None, context_length: int = 4096,
+                 timeout: float = 300.0) -> None:
+        import httpx
+
+        self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith("/v1") else "/v1")
+        self.model, self.context_length = model, context_length
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(headers=headers, timeout=timeout)
+
+    def check(self) -> None:
+        """Fail at start, not on the first user, when the upstream is unreachable or lacks the model."""
+        import httpx
+
+        try:
+            r = self.client.get(f"{self.url}/models")
+        except httpx.HTTPError as e:
+            raise MedtuneError(f"--upstream {self.url}: cannot connect ({e})") from None
+        if r.status_code != 200:
+            raise MedtuneError(f"--upstream {self.url}/models answered {r.status_code}: {r.text[:200]}")
+        ids = [m.get("id") for m in r.json().get("data", [])]
+        if self.model not in ids:
+            raise MedtuneError(f"--upstream {self.url} serves {ids}, not '{self.model}': pass --model with one of them")
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return sum(len(m["content"]) // self.CHARS_PER_TOKEN + 4 for m in messages)
+
+    def stream(self, messages: list[dict[str, str]], params: GenParams, gen: Generation,
+               cancel: threading.Event) -> Iterator[str]:
+        import json
+
+        import httpx
+
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
+                                "max_tokens": params.max_tokens, "temperature": params.temperature,
+                                "top_p": params.top_p, "stream_options": {"include_usage": True}}
+        if params.seed is not None:
+            body["seed"] = params.seed
+        gen.prompt_tokens = self.count_tokens(messages)
+        try:
+            with self.client.stream("POST", f"{self.url}/chat/completions", json=body) as r:
+                if r.status_code != 200:
+                    raise MedtuneError(f"upstream answered {r.status_code}: {r.read().decode(errors='replace')[:200]}")
+                for line in r.iter_lines():
+                    if cancel.is_set():
+                        gen.finish_reason = "cancelled"
+                        return
+                    if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                        continue
+                    chunk = json.loads(line[5:])
+                    if chunk.get("usage"):
+                        gen.prompt_tokens = chunk["usage"].get("prompt_tokens", gen.prompt_tokens)
+                        gen.completion_tokens = chunk["usage"].get("completion_tokens", gen.completion_tokens)
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            yield text
+                        if choice.get("finish_reason"):
+                            gen.finish_reason = choice["finish_reason"]
+        except httpx.HTTPError as e:
+            raise MedtuneError(f"upstream {self.url}: {e}") from None

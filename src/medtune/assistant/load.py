@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medtune.assistant.core import Assistant
-from medtune.assistant.engines import Engine, GenParams, LlamaCppEngine, TransformersEngine
+from medtune.assistant.engines import Engine, GenParams, LlamaCppEngine, TransformersEngine, UpstreamEngine
 from medtune.config import DEFAULT_SYSTEM_PROMPT, ModelConfig
 from medtune.errors import MedtuneError
 from medtune.model import llamacpp
@@ -137,12 +137,21 @@ def build_engine(target: Target, engine: str, *, n_ctx: int = 4096) -> Engine:
 
 
 def load_assistant(spec: str, engine: str = "auto", *, defaults: GenParams | None = None,
-                   contacts: Contacts | None = None, n_ctx: int = 4096) -> Assistant:
-    """The guarded assistant for a model spec (see the module docstring)."""
-    target = resolve_target(spec)
-    chosen = pick_engine(target, engine)
-    log.info("model %s on %s", target.model_id, chosen)
-    assistant = Assistant(build_engine(target, chosen, n_ctx=n_ctx), system_prompt=target.system_prompt,
-                          contacts=contacts, model_id=target.model_id, defaults=defaults)
+                   contacts: Contacts | None = None, n_ctx: int = 4096, upstream: str | None = None,
+                   upstream_key: str | None = None) -> Assistant:
+    """The guarded assistant for a model spec (see the module docstring). With `upstream` (an OpenAI-compatible
+    base URL), `spec` is the model name the upstream serves and generation happens there."""
+    if upstream:
+        up = UpstreamEngine(upstream, spec, api_key=upstream_key, context_length=n_ctx)
+        up.check()
+        built: Engine = up
+        target = Target(spec, DEFAULT_SYSTEM_PROMPT, [], None)
+    else:
+        target = resolve_target(spec)
+        chosen = pick_engine(target, engine)
+        log.info("model %s on %s", target.model_id, chosen)
+        built = build_engine(target, chosen, n_ctx=n_ctx)
+    assistant = Assistant(built, system_prompt=target.system_prompt, contacts=contacts, model_id=target.model_id,
+                          defaults=defaults)
     assistant.guard.check("warm-up")  # load the encoder now, not on the first user's message (~4 s)
     return assistant

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -72,6 +73,15 @@ class SourcePlan:
     policy_filter: bool = True
 
 
+def _looks_like_hub_id(target: str) -> bool:
+    """OWNER/NAME and nothing that reads as a local path: no leading / . ~, one slash, no file suffix
+    (`my.cvs`), and no existing local folder named OWNER."""
+    if not re.fullmatch(r"[A-Za-z0-9][\w-]*/[\w.-]+", target) or target.endswith(sources.FILE_SUFFIXES):
+        return False
+    owner, name = target.split("/")
+    return not Path(owner).is_dir() and not re.search(r"\.[A-Za-z]{2,7}$", name)
+
+
 def resolve_source(spec: str, cfg: DataConfig) -> SourcePlan:
     """'medquad', 'file.jsonl', 'medquad:0.5' -> a SourcePlan with a detected or catalog format."""
     target, weight = catalog.parse_source(spec)
@@ -93,8 +103,10 @@ def resolve_source(spec: str, cfg: DataConfig) -> SourcePlan:
                 f"dataset '{target}' has no hub copy and none of {list(entry.local_files)} was found in "
                 f"{', '.join(map(str, catalog.data_dirs()))}; set MEDTUNE_DATA_DIR or pass the file path")
         name = entry.name
-    elif "/" in target and not target.endswith(sources.FILE_SUFFIXES):
+    elif _looks_like_hub_id(target):
         locations, name = [target], target.replace("/", "__")
+    elif "/" in target or "\\" in target or path.suffix:
+        raise MedtuneError(f"--data {spec}: file not found ({path.resolve()} does not exist)")
     else:
         raise MedtuneError(f"--data {spec}: no such file, and not a dataset name ({', '.join(catalog.CATALOG)})")
     max_good = cfg.max_rows * READ_FACTOR if cfg.max_rows else None
