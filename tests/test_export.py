@@ -281,6 +281,15 @@ def test_bad_inputs_are_clear_errors_and_leave_nothing_behind(tiny_run, tmp_path
     assert "no LoRA adapter" in capsys.readouterr().err
     with pytest.raises(MedtuneError, match="--quant q4_k_m does not apply to --format gguf-lora"):
         export_run(tiny_run, "gguf-lora", "q4_k_m")
+    with pytest.raises(MedtuneError, match="--lora applies to --format ollama only"):
+        export_run(tiny_run, "gguf", lora=True)
+    with pytest.raises(MedtuneError, match="--quant q8_0 does not apply"):
+        export_run(tiny_run, "ollama", "q8_0", lora=True)
+    for flags, says in ((["--dry-run"], "--dry-run applies only with --push-to-hub"),
+                        (["--push-to-hub", "noslash"], "expected a repo id OWNER/NAME"),
+                        (["--parity-prompts", "0"], "--parity-prompts must be at least 1")):
+        assert main(["export", "--run", str(tiny_run), "--format", "gguf", *flags]) == 2
+        assert says in capsys.readouterr().err
     out = tmp_path / "taken"
     out.mkdir()
     (out / "x").write_text("mine")
@@ -337,6 +346,23 @@ def test_the_serving_contract_finds_the_exported_gguf(tiny_run, tmp_path):
     assert target.system_prompt == "Be careful." and target.chat_template == read_run(tiny_run).chat_template
 
 
+def test_serving_never_picks_an_unfinished_or_failed_export(tiny_run, tmp_path):
+    from medtune.assistant.load import _cached_gguf
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    res = export_run(run, "gguf", "f16", check_parity=False)
+    assert res.folder == run / "export" / "gguf-f16" and _cached_gguf(run)[0] == res.folder / "model-f16.gguf"
+    info = json.loads((res.folder / "export.json").read_text())
+    info["parity"] = {"results": [{"export": "gguf-f16", "passed": False}]}
+    (res.folder / "export.json").write_text(json.dumps(info))
+    assert _cached_gguf(run) is None
+    info["parity"] = {"skipped": True}
+    (res.folder / "export.json").write_text(json.dumps(info))
+    res.folder.rename(run / "export" / "gguf-f16.parity-failed")
+    assert _cached_gguf(run) is None
+
+
 @pytest.mark.slow
 def test_a_real_embedded_run_exports_to_q8_0_and_passes_parity(tmp_path):
     run = tmp_path / "run"
@@ -362,8 +388,10 @@ def test_parity_stop_rule_separates_lost_stops_from_other_paths(tiny_tokenizer):
     lost = Answers(["blood pressure", "see a doctor", "anemia"], [False, True, False])  # same answer, no stop
     other_path = Answers(["blood pressure", "iron and folate", "anemia"], [True, False, False])
     never = Answers(["x", "y", "anemia"], [False, False, False])
+    went_on = Answers(["blood pressure", "see a doctor and then keep going", "anemia"], [True, False, False])
+    later = Answers(["blood pressure", "see a dentist about it and so on", "anemia"], [True, False, False])
     for answers, gated, ok in ((lost, False, False), (other_path, False, True), (other_path, True, False),
-                               (never, False, False)):
+                               (never, False, False), (went_on, False, False), (later, False, True)):
         r = compare("e", run, answers, tiny_tokenizer, items, gate_match=gated)
         assert r["passed"] is ok, (answers, gated)
     r = compare("e", run, other_path, tiny_tokenizer, items, gate_match=False)

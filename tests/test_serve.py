@@ -406,6 +406,35 @@ def test_client_disconnecting_mid_stream_cancels_the_engine(tmp_path):
     assert rows[0]["completion_tokens"] < 400
 
 
+def test_client_leaving_a_plain_request_cancels_the_engine(tmp_path):
+    app, engine = scripted_app(tmp_path, ScriptedEngine(delay=0.05, repeat=400))
+    with Server(app) as srv:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+            httpx.post(srv.url + "/v1/chat/completions", json=ok_body(max_tokens=2048),
+                       headers={"Authorization": f"Bearer {KEY}"}, timeout=1.0)
+        assert engine.cancelled.wait(10), "the engine kept generating a plain answer nobody waits for"
+        engine.repeat = 1
+        assert post(srv.url, ok_body()).status_code == 200
+
+
+def test_kill_switch_turns_away_requests_waiting_for_the_engine(tmp_path):
+    gate = threading.Event()
+    app, engine = scripted_app(tmp_path, ScriptedEngine(gate=gate))
+    with Server(app) as srv:
+        results: dict[str, int] = {}
+        first = threading.Thread(target=lambda: results.update(a=post(srv.url, ok_body()).status_code))
+        first.start()
+        assert engine.started.wait(10)
+        second = threading.Thread(target=lambda: results.update(b=post(srv.url, ok_body()).status_code))
+        second.start()
+        assert wait_for(lambda: app.state.medtune.queue.depth == 2)
+        assert httpx.post(srv.url + "/admin/kill", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
+        gate.set()
+        first.join(30)
+        second.join(30)
+        assert results == {"a": 503, "b": 503} and engine.calls == 1, (results, engine.calls)
+
+
 class AnswerEverything:
     """A guard stub for the subprocess server: loading the real guard's encoder would dominate that test, which
     is about shutdown (the guard itself is exercised by every other test here)."""

@@ -35,6 +35,16 @@ def test_csv_and_json_rows(tmp_path):
     assert got[0][1] == {"question": "a"} and got[1][2].startswith("expected a JSON object")
 
 
+def test_a_broken_csv_quote_is_a_named_bad_row_and_the_rows_after_it_are_kept(tmp_path):
+    p = tmp_path / "b.csv"
+    p.write_text('question,answer\n"What is asthma?","A condition of the airways."\n"unterminated,"x\n'
+                 '"What is gout?","A form of arthritis."\n"open quote,never closed\n"Last?","Yes."\n"End?","Ok."\n')
+    got = list(sources.iter_file_rows(p))
+    assert [(w.rsplit(":", 1)[1], r["question"] if r else None) for w, r, _ in got] == [
+        ("2", "What is asthma?"), ("3", None), ("4", "What is gout?"), ("5", None), ("7", "End?")]
+    assert got[1][2].startswith("broken CSV quoting") and "lines 5-6 were read as this row" in got[3][2]
+
+
 def test_hub_id_offline_fails_fast_with_advice():
     with pytest.raises(MedtuneError, match="not a file"):
         list(sources.iter_rows("no_such_file.jsonl"))

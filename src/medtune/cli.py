@@ -195,8 +195,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         for m, v in e["metrics"].items():
             line = f"{name[:27]:<28}{e['kind']:<6}{e['n']:>5}  {m:<11}{v['value']:>8.3f}  " \
                    f"{v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}  "
-            if args.base:
-                line += f"{e['base_metrics'][m]['value']:>8.3f}"
+            if args.base:  # a guard-only entry (safety file) has no base figure
+                b = e.get("base_metrics", {}).get(m)
+                line += f"{b['value']:>8.3f}" if b else f"{'-':>8}"
                 d = e.get("delta", {}).get(m)
                 line += f"{d['value']:>+9.3f}{d['p_value']:>7.3f}" if d else ""
             print(line)
@@ -204,8 +205,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
             if m not in e["metrics"]:
                 print(f"  {m} tuned - base: {d['value']:+.3f} (95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}, "
                       f"p={d['p_value']:.3f})")
-        if e["rejects"]:
+        if e.get("rejects"):
             print(f"  ({len(e['rejects'])} rows not scored: {e['rejects'][0]['id']}: {e['rejects'][0]['reason']} …)")
+        if e.get("delta_note"):
+            print(f"  {e['delta_note']}")
     print(f"report: {args.output}/report.json and report.md")
 
 
@@ -358,8 +361,15 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from medtune.export import export_run
-    from medtune.export.hub import push
+    from medtune.export.hub import check_repo_id, push
 
+    if (args.dry_run or args.private) and not args.push_to_hub:
+        raise MedtuneError(f"{'--dry-run' if args.dry_run else '--private'} applies only with --push-to-hub OWNER/NAME")
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)  # before the export's minutes of work, not after
+    for flag, value in (("--parity-prompts", args.parity_prompts), ("--parity-tokens", args.parity_tokens)):
+        if value is not None and value < 1:
+            raise MedtuneError(f"{flag} must be at least 1, got {value}")
     result = export_run(Path(args.run), args.format, args.quant, args.out, check_parity=not args.no_parity,
                         force=args.force, lora=args.lora, parity_limit=args.parity_prompts,
                         max_new_tokens=args.parity_tokens)
@@ -539,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Export a run folder for other runtimes with its chat template, system prompt "
                         "and stop tokens, then check that the export answers like the run (greedy answers to 16 "
                         "shipped medical prompts + the run's first test questions: merged and f16 must match the "
-                        "run's first 32 tokens on >= 90%%; every export must stop wherever the run stops). Writes "
+                        "run's first 32 tokens on >= 90%% and stop wherever the run stops; other exports must not "
+                        "lose a stop where they give the run's answer). Writes "
                         "export.json (files + SHA-256, parity, tensor types, provenance) into the output folder.",
                         epilog="examples:\n  medtune export --run runs/mine --format gguf --quant q4_k_m\n"
                         "  medtune export --run runs/mine --format ollama   # then: ollama create mine -f Modelfile\n"

@@ -138,6 +138,7 @@ class ServeConfig:
     rate_limit: str = _f("60/minute", "Requests per API key (the `limits` library's notation, e.g. 10/second).")
     queue_size: int = _f(8, "Requests that may wait for the engine; more are answered 503 at once.")
     request_timeout: float = _f(120.0, "Seconds a request may wait and generate before a 503/stop.")
+    upstream_concurrency: int = _f(8, "With --upstream: requests sent to the upstream at once (it batches them).")
     audit_path: str | None = _f(None, "SQLite audit log (default: ~/.local/share/medtune/audit.sqlite3).")
     audit_raw: bool = _f(False, "Also store message and answer text in the audit log (off: hashes only).")
     audit_retention_days: int = _f(30, "Delete audit rows older than this many days (0 = keep all).")
@@ -299,6 +300,24 @@ def validate(cfg: Config) -> None:
         raise MedtuneError("set train.epochs > 0 or train.max_steps > 0")
     if not 0 <= cfg.lora.dropout < 1:
         raise MedtuneError(f"config key 'lora.dropout' must be in [0, 1), got {cfg.lora.dropout}")
+    _validate_serve(cfg.serve)
+
+
+def _validate_serve(sv: ServeConfig) -> None:
+    if not 0 < sv.port < 65536:
+        raise MedtuneError(f"config key 'serve.port' (--port) must be between 1 and 65535, got {sv.port}")
+    for key, value, low in (("serve.queue_size", sv.queue_size, 0), ("serve.max_tokens", sv.max_tokens, 1),
+                            ("serve.max_tokens_limit", sv.max_tokens_limit, 1),
+                            ("serve.max_messages", sv.max_messages, 1),
+                            ("serve.max_chars", sv.max_chars, 1), ("serve.n_ctx", sv.n_ctx, 256),
+                            ("serve.upstream_concurrency", sv.upstream_concurrency, 1),
+                            ("serve.audit_retention_days", sv.audit_retention_days, 0)):
+        if value < low:
+            raise MedtuneError(f"config key '{key}' must be at least {low}, got {value}")
+    if sv.request_timeout <= 0 or sv.temperature < 0 or not 0 < sv.top_p <= 1 or sv.repetition_penalty <= 0:
+        raise MedtuneError("serve.request_timeout and serve.repetition_penalty must be positive, serve.temperature "
+                           f"at least 0 and serve.top_p in (0, 1]; got {sv.request_timeout}, {sv.repetition_penalty}, "
+                           f"{sv.temperature}, {sv.top_p}")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

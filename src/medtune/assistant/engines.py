@@ -191,11 +191,12 @@ class UpstreamEngine:
     CHARS_PER_TOKEN = 3
 
     def __init__(self, url: str, model: str, *, api_key: str | None = None, context_length: int = 4096,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 120.0, concurrency: int = 8) -> None:
         import httpx
 
         self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith("/v1") else "/v1")
         self.model, self.context_length = model, context_length
+        self.concurrency = concurrency  # requests the server above sends at once (the upstream batches them)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(headers=headers, timeout=timeout)
 
@@ -209,7 +210,11 @@ class UpstreamEngine:
             raise MedtuneError(f"--upstream {self.url}: cannot connect ({e})") from None
         if r.status_code != 200:
             raise MedtuneError(f"--upstream {self.url}/models answered {r.status_code}: {r.text[:200]}")
-        ids = [m.get("id") for m in r.json().get("data", [])]
+        try:
+            ids = [m.get("id") for m in r.json().get("data", [])]
+        except (ValueError, AttributeError, TypeError):
+            raise MedtuneError(f"--upstream {self.url}/models did not answer an OpenAI model list: "
+                               f"{r.text[:120]!r}") from None
         if self.model not in ids:
             raise MedtuneError(f"--upstream {self.url} serves {ids}, not '{self.model}': pass --model with one of them")
 
@@ -238,7 +243,10 @@ class UpstreamEngine:
                         return
                     if not line.startswith("data:") or line[5:].strip() == "[DONE]":
                         continue
-                    chunk = json.loads(line[5:])
+                    try:
+                        chunk = json.loads(line[5:])
+                    except ValueError:
+                        raise MedtuneError(f"upstream {self.url} sent a non-JSON line: {line[:120]!r}") from None
                     if chunk.get("usage"):
                         gen.prompt_tokens = chunk["usage"].get("prompt_tokens", gen.prompt_tokens)
                         gen.completion_tokens = chunk["usage"].get("completion_tokens", gen.completion_tokens)

@@ -99,9 +99,14 @@ def _export_target(folder: Path, ident: str) -> Target:
 
 
 def _cached_gguf(run_dir: Path) -> tuple[Path, Path | None] | None:
-    """A GGUF export of this run made earlier (`medtune export`), newest first: full model, else base + LoRA."""
+    """A GGUF export of this run made earlier (`medtune export`), newest first: full model, else base + LoRA.
+    Exports that failed their parity check (`*.parity-failed`), unfinished ones (`.NAME.partial-PID`) and
+    any whose export.json records a failed parity result are never served."""
     exports = sorted((run_dir / "export").glob("*/export.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for info_path in exports:
+        folder = info_path.parent.name
+        if folder.startswith(".") or folder.endswith(".parity-failed") or not _parity_passed(info_path):
+            continue
         try:
             t = _export_target(info_path.parent, run_dir.name)
         except (MedtuneError, ValueError, OSError):
@@ -109,6 +114,14 @@ def _cached_gguf(run_dir: Path) -> tuple[Path, Path | None] | None:
         if t.gguf is not None and t.gguf.is_file():
             return t.gguf, t.gguf_lora
     return None
+
+
+def _parity_passed(info_path: Path) -> bool:
+    try:
+        results = json.loads(info_path.read_text(encoding="utf-8")).get("parity", {}).get("results", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    return all(isinstance(r, dict) and r.get("passed", False) for r in results)
 
 
 def pick_engine(target: Target, engine: str) -> str:
@@ -138,14 +151,18 @@ def build_engine(target: Target, engine: str, *, n_ctx: int = 4096) -> Engine:
 
 def load_assistant(spec: str, engine: str = "auto", *, defaults: GenParams | None = None,
                    contacts: Contacts | None = None, n_ctx: int = 4096, upstream: str | None = None,
-                   upstream_key: str | None = None) -> Assistant:
+                   upstream_key: str | None = None, upstream_concurrency: int = 8,
+                   upstream_timeout: float = 120.0) -> Assistant:
     """The guarded assistant for a model spec (see the module docstring). With `upstream` (an OpenAI-compatible
-    base URL), `spec` is the model name the upstream serves and generation happens there."""
+    base URL) generation happens there: `spec` is the model name the upstream serves, or a run/export folder
+    whose name it serves (its system prompt is then the run's)."""
     if upstream:
-        up = UpstreamEngine(upstream, spec, api_key=upstream_key, context_length=n_ctx)
+        # a run or export folder gives its system prompt, and its name is the model the upstream serves
+        target = resolve_target(spec) if Path(spec).exists() else Target(spec, DEFAULT_SYSTEM_PROMPT, [], None)
+        up = UpstreamEngine(upstream, target.model_id, api_key=upstream_key, context_length=n_ctx,
+                            concurrency=upstream_concurrency, timeout=upstream_timeout)
         up.check()
         built: Engine = up
-        target = Target(spec, DEFAULT_SYSTEM_PROMPT, [], None)
     else:
         target = resolve_target(spec)
         chosen = pick_engine(target, engine)

@@ -98,8 +98,19 @@ def _json(path: Path) -> Iterator[RawRow]:
 def _csv(path: Path) -> Iterator[RawRow]:
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
+            reader = csv.DictReader(f, strict=True)  # strict: a stray quote is an error, not glued-on text
+            while True:
+                start = reader.line_num + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:  # the reader goes on with the next line; the broken row is named
+                    if reader.fieldnames is None:
+                        raise
+                    span = f"; lines {start}-{reader.line_num} were read as this row" if reader.line_num > start else ""
+                    yield f"{path}:{start}", None, f"broken CSV quoting ({e}){span}"
+                    continue
                 where = f"{path}:{reader.line_num}"
                 if None in row:  # more cells than header names
                     yield where, None, f"{len(row[None]) if row[None] else 0} cells more than the header has"

@@ -14,6 +14,7 @@ Run as: medtune eval --model SPEC [--base SPEC] --data FILE [--data ...] [--limi
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from medtune.eval.stats import bootstrap_ci, paired_bootstrap
 from medtune.eval.yesno import macro_f1, score_yesno
 from medtune.model.load import load_scored_model
 
+log = logging.getLogger("medtune.eval")
 EXPECTED = {
     "mcq": "question + options + answer (multiple choice)",
     "qa": "question + answer (open QA)",
@@ -261,8 +263,14 @@ def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit:
             per_item.setdefault(name, {})[role] = items
         del model
     if base_spec:
-        for name, entry in report["datasets"].items():
-            t, b = per_item[name]["model"], per_item[name]["base"]
+        for name, roles in per_item.items():  # safety sets carry their own comparison (eval/safety.py)
+            entry, t, b = report["datasets"][name], roles.get("model", []), roles.get("base", [])
+            if not t or len(t) != len(b):
+                entry["delta_note"] = (f"no paired delta: {len(entry['contaminated'])} of the items are in the "
+                                       "run's training data and were excluded; score the run's held-out split "
+                                       f"({Path(model_spec) / 'data' / 'test.jsonl'}) instead")
+                log.warning("%s: %s", name, entry["delta_note"])
+                continue
             # QA pairs per-item answer loss (lower is better); the others pair per-item correctness
             key = "answer_loss" if entry["kind"] == "qa" else next(iter(entry["metrics"]))
             entry["delta"] = {key: paired_bootstrap(t, b)}
@@ -311,4 +319,6 @@ def markdown(report: dict[str, Any]) -> str:
         if e.get("contaminated"):
             lines.append(f"\n{name}: {len(e['contaminated'])} items overlap the training data and are excluded "
                          "from the figures above (ids in report.json)")
+        if e.get("delta_note"):
+            lines.append(f"\n{name}: {e['delta_note']}")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """Push an export folder to the Hugging Face hub as one commit (huggingface_hub's upload_folder).
 
-One commit means a failed or interrupted upload leaves nothing half-uploaded on the hub: files are sent
-first and become visible only when the commit is created. The token comes from the usual places
+One commit means a failed or interrupted upload leaves no half-uploaded files on the hub: files are sent
+first and become visible only when the commit is created (the repo itself is created first, and may be
+left empty). The token comes from the usual places
 (HF_TOKEN, or the cached `hf auth login`). `dry_run` lists what would be uploaded without any network.
 """
 
@@ -17,11 +18,15 @@ def upload_plan(folder: Path) -> list[tuple[str, int]]:
     return [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
+def check_repo_id(repo_id: str) -> None:
+    if repo_id.count("/") != 1 or repo_id.startswith("/") or repo_id.endswith("/"):
+        raise MedtuneError(f"--push-to-hub {repo_id}: expected a repo id OWNER/NAME")
+
+
 def push(folder: Path, repo_id: str, *, private: bool = False, dry_run: bool = False) -> list[tuple[str, int]]:
     """Upload `folder` to the model repo `repo_id` (created when missing); returns the files sent."""
     plan = upload_plan(folder)
-    if repo_id.count("/") != 1 or repo_id.startswith("/") or repo_id.endswith("/"):
-        raise MedtuneError(f"--push-to-hub {repo_id}: expected a repo id OWNER/NAME")
+    check_repo_id(repo_id)
     if dry_run:
         return plan
     try:

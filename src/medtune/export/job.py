@@ -6,7 +6,7 @@ Top to bottom: read the run's provenance -> check format, architecture, template
 any heavy work -> load the run (base + adapter) and take its greedy answers -> write the export into a
 hidden temporary folder -> answer the same prompts with the export and compare -> write export.json
 (files and SHA-256, parity, tensor types, provenance) -> rename to the final folder. Nothing appears under
-the final name unless it is complete and passed its parity check (a failed one is kept as
+the final name unless it is complete and passed its parity check (or `--no-parity` skipped it; a failed one is kept as
 `<out>.parity-failed/` for inspection, so serving never picks it up as its cache).
 """
 
@@ -73,7 +73,7 @@ def export_run(run_dir: str | Path, fmt: str, quant: str | None = None, out: str
                max_new_tokens: int = parity.MAX_NEW_TOKENS) -> ExportResult:
     """Export a run (see the module docstring); `lora` makes an Ollama folder of base + ADAPTER."""
     started = time.perf_counter()
-    job = _prepare(Path(run_dir), fmt, quant, out, force)
+    job = _prepare(Path(run_dir), fmt, quant, out, force, lora)
     family, go_template = ("", "")
     tok = load_run_tokenizer(job.prov)
     if fmt == "ollama":
@@ -103,11 +103,18 @@ def export_run(run_dir: str | Path, fmt: str, quant: str | None = None, out: str
     return ExportResult(final, info, passed)
 
 
-def _prepare(run_dir: Path, fmt: str, quant: str | None, out: str | Path | None, force: bool) -> _Job:
+def _prepare(run_dir: Path, fmt: str, quant: str | None, out: str | Path | None, force: bool,
+             lora: bool = False) -> _Job:
     """Every check that needs no model weights: run folder, adapter, format, quant, architecture, output."""
     if fmt not in FORMATS:
         raise MedtuneError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-    quant = quant or DEFAULT_QUANT[fmt]
+    if lora and fmt != "ollama":
+        raise MedtuneError(f"--lora applies to --format ollama only (for the adapter alone use --format gguf-lora, "
+                           f"not --format {fmt} --lora)")
+    if lora and quant not in (None, "f16"):
+        raise MedtuneError(f"--format ollama --lora writes an f16 adapter next to the unchanged base; "
+                           f"--quant {quant} does not apply")
+    quant = "f16" if lora else quant or DEFAULT_QUANT[fmt]
     if quant not in QUANTS[fmt]:
         raise MedtuneError(f"--quant {quant} does not apply to --format {fmt} (choose {', '.join(QUANTS[fmt])})")
     if not run_dir.is_dir():
@@ -129,7 +136,7 @@ def _prepare(run_dir: Path, fmt: str, quant: str | None, out: str | Path | None,
     config = AutoConfig.from_pretrained(plain)
     if fmt != "merged":
         gguf_model.check_architecture(config)
-    final = Path(out) if out else default_out(run_dir, fmt, quant)
+    final = Path(out) if out else default_out(run_dir, "ollama-lora" if lora else fmt, quant)
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not force:
         raise MedtuneError(f"--out {final} already exists and is not empty; pass --force to replace it")
     if final.exists() and not final.is_dir():

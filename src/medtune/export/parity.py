@@ -193,10 +193,10 @@ def compare(name: str, run: Answers, other: Answers, tok: Any, items: list[Item]
     """Per-export figures and whether it passes.
 
     Gated exports (merged, f16) follow the run's path: they must match on >= 90% of prompts and stop wherever
-    the run stops. A quantized export may take another path from some token on; a different answer may be
-    longer, so its missed stops count against it only where its answer matched the run's first 32 tokens
-    (same answer, no stop: a lost end-of-turn token) or when it stops on none of the prompts the run stops
-    on. Every missed stop is listed either way.
+    the run stops. A quantized export may take another path from some token on (a near-tie in greedy
+    decoding), and a different answer may be longer. It fails on a lost end-of-turn token: it wrote the
+    run's whole answer and went on instead of stopping. It also fails when it stops on fewer than half of the
+    prompts the run stops on. Every missed stop is listed either way.
     """
     matches, diverged, missed, same_path = 0, [], [], set()
     for k, (a, b) in enumerate(zip(run.texts, other.texts)):
@@ -212,11 +212,13 @@ def compare(name: str, run: Answers, other: Answers, tok: Any, items: list[Item]
         if run.stopped[k] and not other.stopped[k]:
             missed.append(items[k].source)
     share = matches / max(len(items), 1)
-    lost_stops = missed if gate_match else [m for m in missed if m in same_path]
-    never = sum(run.stopped) > 0 and not any(o for o, r in zip(other.stopped, run.stopped) if r)
-    passed = not lost_stops and not never and (share >= REQUIRED_MATCH or not gate_match)
+    lost = [items[k].source for k, (a, b) in enumerate(zip(run.texts, other.texts))
+            if run.stopped[k] and not other.stopped[k] and b.strip().startswith(a.strip())]
+    both = sum(1 for o, r in zip(other.stopped, run.stopped) if o and r)
+    rarely = 2 * both < sum(run.stopped)
+    passed = (not missed if gate_match else not lost and not rarely) and (share >= REQUIRED_MATCH or not gate_match)
     return {"export": name, "prompts": len(items), "match_first_32": round(share, 4),
             "required": REQUIRED_MATCH if gate_match else None, "diverged": diverged,
             "stopped": sum(other.stopped), "run_stopped": sum(run.stopped), "missed_stops": missed,
-            "missed_stops_after_divergence": [m for m in missed if m not in same_path],
+            "missed_stops_after_divergence": [m for m in missed if m not in same_path], "lost_stops": lost,
             "perplexity": other.perplexity, "run_perplexity": run.perplexity, **other.extra, "passed": passed}

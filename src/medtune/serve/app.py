@@ -169,7 +169,7 @@ def create_app(assistant: Assistant, settings: ServeConfig | None = None, *, key
 
     @app.post("/v1/chat/completions", responses=ERRORS)
     async def chat_completions(body: schema.ChatRequest, request: Request) -> Response:
-        return await _chat(state, body, _exchange(request))
+        return await _chat(state, body, _exchange(request), request)
 
     return app
 
@@ -190,7 +190,7 @@ def _check_model(assistant: Assistant, name: str) -> None:
                            "model_not_found", "model")
 
 
-async def _chat(st: ServerState, body: schema.ChatRequest, ex: Exchange) -> Response:
+async def _chat(st: ServerState, body: schema.ChatRequest, ex: Exchange, request: Request) -> Response:
     assistant, cfg = st.assistant, st.cfg
     ex.model, ex.stream = body.model, int(body.stream)
     _check_model(assistant, body.model)
@@ -217,9 +217,13 @@ async def _chat(st: ServerState, body: schema.ChatRequest, ex: Exchange) -> Resp
             st.queue.leave()
             turn.close()
             raise
-        if not got:
+        if not got or st.killed():  # switched off while this request waited: it never starts
+            if got:
+                st.queue.release_slot()
             st.queue.leave()
             turn.close()
+            if got:
+                raise RequestError(503, "the assistant was switched off by its operator (kill switch)", "killed")
             ex.finish_reason = "timeout"
             raise RequestError(503, f"timed out after {cfg.request_timeout:g} s waiting for the engine", "timeout")
 
@@ -232,24 +236,31 @@ async def _chat(st: ServerState, body: schema.ChatRequest, ex: Exchange) -> Resp
         st.active.add(turn)
     pump = Pump(turn, on_done)
     ident = ex.request_id
+    # a plain answer listens for its client leaving; a streamed one learns it from the failed send
+    watcher = None if body.stream else asyncio.create_task(_cancel_on_disconnect(request, turn))
     try:
         first = await pump.get(deadline)
         if first[0] != "piece":
             await pump.stop()
             _raise_for(first, ex, cfg)  # the turn ended before any text: answer with an error (or nothing)
     except BaseException:
+        if watcher is not None:
+            watcher.cancel()
         await pump.stop()
         _record_reply(ex, turn)
         raise
-    if body.stream:
+    if watcher is None:
         return _Stream(_sse(st, pump, first, ident, ex), pump, ex, media_type="text/event-stream",
                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     event = first
     ex.first_text_s = round(time.monotonic() - ex.t0, 4)
-    while event[0] == "piece":  # the text is the turn's reply; the pieces only pace the kill switch and timeout
-        if st.killed():
-            turn.cancel()
-        event = await pump.get(deadline)
+    try:
+        while event[0] == "piece":  # the text is the turn's reply; the pieces only pace the kill switch and timeout
+            if st.killed():
+                turn.cancel()
+            event = await pump.get(deadline)
+    finally:
+        watcher.cancel()
     await pump.stop()
     _record_reply(ex, turn)
     if st.killed() and ex.finish_reason == "cancelled":
@@ -261,6 +272,16 @@ async def _chat(st: ServerState, body: schema.ChatRequest, ex: Exchange) -> Resp
         _raise_for(event, ex, cfg)
     assert turn.reply is not None
     return JSONResponse(schema.completion(ident, assistant.model_id, turn.reply, v))
+
+
+async def _cancel_on_disconnect(request: Request, turn: Turn) -> None:
+    """A plain (not streamed) answer whose client went away stops generating: uvicorn does not cancel the
+    request, it only reports `http.disconnect` to whoever listens (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            turn.cancel()
+            return
 
 
 def _raise_for(event: tuple[str, Any], ex: Exchange, cfg: ServeConfig) -> None:

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import os
 import queue
 import re
@@ -52,6 +53,8 @@ COLUMNS = {  # name -> SQLite type; order is the export order
 }
 TABLE_COLUMNS = ("time", "key_id", "status", "action", "category", "latency_s", "first_text_s", "prompt_tokens",
                  "completion_tokens", "finish_reason")
+
+log = logging.getLogger("medtune.serve")
 
 
 def default_audit_path() -> Path:
@@ -114,12 +117,6 @@ class AuditLog:
     def written(self) -> int:
         return self._written
 
-    def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every queued row is on disk."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
-
     def close(self) -> None:
         """Write every queued row, then stop the writer (idempotent)."""
         if self._thread.is_alive():
@@ -150,14 +147,18 @@ class AuditLog:
                     break
             stop = None in rows
             real = [r for r in rows if r is not None]
-            if real:
-                self._insert(real)
-            for _ in rows:
-                self._queue.task_done()
+            try:  # the writer outlives a bad disk moment: it logs, drops that batch, and keeps writing
+                if real:
+                    self._insert(real)
+                if not stop and time.time() - self._last_prune > PRUNE_EVERY_S:
+                    self.prune()
+            except (sqlite3.Error, RuntimeError) as e:
+                log.error("audit log %s: %s (%d rows lost)", self.path, e, len(real))
+            finally:
+                for _ in rows:
+                    self._queue.task_done()
             if stop:
                 return
-            if time.time() - self._last_prune > PRUNE_EVERY_S:
-                self.prune()
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         names = [c for c in COLUMNS if c != "id"]

@@ -99,9 +99,11 @@ def check_request(req: ChatRequest, cfg: ServeConfig, defaults: GenParams) -> tu
 
 @dataclass
 class EngineQueue:
-    """One request on the engine at a time, at most `size` more waiting; the rest are turned away."""
+    """`slots` requests on the engine at a time (1 for a local model: a CPU, or one llama.cpp context, serves
+    one; more for an upstream server that batches), at most `size` more waiting; the rest are turned away."""
 
     size: int
+    slots: int = 1
     depth: int = 0  # holding or waiting for the engine
 
     def __post_init__(self) -> None:
@@ -109,7 +111,7 @@ class EngineQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def admit(self) -> bool:
-        if self.depth >= self.size + 1:
+        if self.depth >= self.size + self.slots:
             return False
         self.depth += 1
         return True
@@ -118,7 +120,7 @@ class EngineQueue:
         """Wait for the engine (False on timeout). Call only after `admit()`."""
         loop = asyncio.get_running_loop()
         if self._slot is None or self._loop is not loop:  # asyncio primitives belong to one event loop
-            self._slot, self._loop = asyncio.Semaphore(1), loop
+            self._slot, self._loop = asyncio.Semaphore(self.slots), loop
         try:
             async with asyncio.timeout(max(0.0, timeout)):
                 await self._slot.acquire()

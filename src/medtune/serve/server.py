@@ -43,7 +43,8 @@ def build_assistant(spec: str, cfg: ServeConfig, *, upstream: str | None = None,
     if contacts == Contacts():
         contacts = None
     return load_assistant(spec, cfg.engine, defaults=defaults, contacts=contacts, n_ctx=cfg.n_ctx,
-                          upstream=upstream, upstream_key=upstream_key)
+                          upstream=upstream, upstream_key=upstream_key,
+                          upstream_concurrency=cfg.upstream_concurrency, upstream_timeout=cfg.request_timeout)
 
 
 def check_port(host: str, port: int) -> None:

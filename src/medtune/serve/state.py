@@ -32,7 +32,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.rate = RateLimiter(self.cfg.rate_limit)
-        self.queue = EngineQueue(self.cfg.queue_size)
+        self.queue = EngineQueue(self.cfg.queue_size, int(getattr(self.assistant.engine, "concurrency", 1)))
         self.max_body = max_body_bytes(self.cfg)
         self.kill_file = Path(self.cfg.kill_file).expanduser() if self.cfg.kill_file else None
 
