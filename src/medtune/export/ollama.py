@@ -55,9 +55,12 @@ def sample_conversations(system_prompt: str) -> list[list[dict[str, str]]]:
 
 
 def jinja_prompt(chat_template: str, messages: list[dict[str, str]], bos: str, eos: str) -> str:
-    """The Jinja rendering without the leading BOS (Ollama's tokenizer adds that one itself)."""
+    """The Jinja rendering without a leading BOS the template adds through `bos_token` (Ollama's tokenizer adds
+    that one itself). A template that writes the same text itself keeps it: SmolLM2's BOS is `<|im_start|>`,
+    which its ChatML template writes before every turn."""
     text = render_chat(chat_template, messages, add_generation_prompt=True, bos_token=bos, eos_token=eos)
-    return text[len(bos):] if bos and text.startswith(bos) else text
+    adds_bos = "bos_token" in chat_template
+    return text[len(bos):] if adds_bos and bos and text.startswith(bos) else text
 
 
 def go_prompt(go_template: str, messages: list[dict[str, str]]) -> str:
