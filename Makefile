@@ -32,10 +32,12 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs data/prepared .pytest_cache

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from medtune.config import DEFAULT_SYSTEM_PROMPT, ModelConfig
 from medtune.data.tokenize import IGNORE, collate, encode
 from medtune.model.load import load_for_inference
-from medtune.train.loss import AnswerLoss
+from medtune.model.loss import AnswerLoss
 from medtune.train.recipe import cpu_supports_bf16
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ def sample(src: Path, n: int, seed: int, out: Path, exclude: set[str] = frozense
 def heldout_loss(model, tok, rows: list[dict], system_prompt: str | None, max_length: int = 512) -> float:
     """Mean answer-token loss; system_prompt None = the tokenizer template's own default (as TRL trains)."""
     from medtune.data.tokenize import IGNORE, Example, collate, encode
-    from medtune.train.loss import AnswerLoss
+    from medtune.model.loss import AnswerLoss
 
     examples = []
     for r in rows:

@@ -165,6 +165,15 @@ def test_a_run_is_served_with_its_own_system_prompt_and_tokenizer(tiny_model_dir
     assert assistant.system_prompt == "You answer briefly." and assistant.model_id == "run"
     reply = assistant.reply(Q)
     assert reply.action == "answer" and reply.completion_tokens <= 8 and reply.text
+    # auto: the run's GGUF LoRA export is made once, cached in the run folder, and served by llama.cpp
+    auto = load_assistant(str(run_dir), "auto", defaults=GenParams(max_tokens=8, temperature=0.0))
+    cache = run_dir / "export" / "gguf-lora-f16"
+    assert auto.engine.name == "llama.cpp" and (cache / "export.json").is_file()
+    assert auto.system_prompt == "You answer briefly." and auto.reply(Q).action == "answer"
+    made = (cache / "export.json").stat().st_mtime_ns
+    assert resolve_target(str(run_dir)).gguf_lora == cache / "adapter-lora-f16.gguf"
+    assert load_assistant(str(run_dir), "auto").engine.name == "llama.cpp"
+    assert (cache / "export.json").stat().st_mtime_ns == made  # made once, then reused
 
 
 def test_model_ids_and_unknown_specs():

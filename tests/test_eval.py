@@ -9,8 +9,8 @@ import torch
 from conftest import shared_file, write_jsonl
 from medtune.errors import MedtuneError
 from medtune.eval.mcq import mmlu_prompt, score_mcq
-from medtune.eval.stats import bootstrap_ci, paired_bootstrap
 from medtune.eval.suite import detect_kind, markdown, read_eval_file
+from medtune.stats import bootstrap_ci, paired_bootstrap
 
 ROW = {"id": "q1", "question": "Which organ filters blood?", "subject": "clinical_knowledge",
        "options": {"A": "Heart", "B": "Kidney", "C": "Lung", "D": "Skin"}, "answer": "B"}
@@ -209,3 +209,87 @@ def test_mcq_variants_on_tiny_model(tiny_model_dir):
         assert len(scores) == 4 and set(scores) <= {0.0, 1.0}
     gen, unparsed = mv.score_generative(model, tok, rows)
     assert len(gen) == 4 and 0.0 <= unparsed <= 1.0
+
+
+def test_without_disclaimer_drops_only_the_closing_boilerplate():
+    from medtune.eval.style import without_disclaimer
+
+    a = ("Call 911 now. Chew an aspirin only if they tell you to. This is general information, not medical advice; "
+         "a clinician who knows your history can advise you.")
+    assert without_disclaimer(a) == "Call 911 now. Chew an aspirin only if they tell you to."
+    assert without_disclaimer("Drink water. See a doctor if it lasts.") == "Drink water. See a doctor if it lasts."
+    only = "This is general information, not medical advice."
+    assert without_disclaimer(only) == only  # nothing left to score otherwise
+
+
+def _prepared(tmp_path, n=30):
+    from medtune.config import DataConfig
+    from medtune.data.prepare import prepare
+
+    rows = [{"id": f"r{i}", "question": f"What should I know about blood pressure reading number {i}?",
+             "answer": f"Reading {i}: keep a log, numbers {i} {i * 3} {i * 11}, and see a doctor if it stays high."}
+            for i in range(n)]
+    prepare([str(write_jsonl(tmp_path / "mine.jsonl", rows))], tmp_path / "prep", DataConfig(), seed=1)
+    return tmp_path / "prep", {r["id"]: r for r in rows}
+
+
+def test_eval_reads_the_messages_rows_prepare_writes(tmp_path, capsys):
+    folder, source = _prepared(tmp_path)
+    for split in ("train", "val", "test"):
+        lines = (folder / f"{split}.jsonl").read_text().splitlines()
+        kind, rows, rejects = read_eval_file(folder / f"{split}.jsonl", None)
+        assert kind == "qa" and len(rows) == len(lines) > 0 and rejects == []
+        for r in rows:
+            assert (r["question"], r["answer"]) == (source[r["id"]]["question"], source[r["id"]]["answer"])
+            assert r["earlier_turns"] == []
+    capsys.readouterr()
+
+
+def test_a_chat_row_is_scored_on_its_last_answer_with_earlier_turns_as_context(tmp_path, tiny_model_dir):
+    from medtune.eval.suite import _qa_losses, chat_item
+    from medtune.model.load import load_for_inference
+
+    conv = [{"role": "system", "content": "Be careful."}, {"role": "user", "content": "What is anemia?"},
+            {"role": "assistant", "content": "Fewer healthy red blood cells than normal."},
+            {"role": "user", "content": "What causes it?"}, {"role": "assistant", "content": "Iron or B12 shortage."}]
+    item = chat_item({"id": 7, "messages": conv})
+    assert item == {"id": "7", "question": "What causes it?", "answer": "Iron or B12 shortage.",
+                    "earlier_turns": conv[:3]}
+    p = write_jsonl(tmp_path / "chat.jsonl", [{"messages": conv},
+                                              {"id": "x", "messages": [{"role": "assistant", "content": "Hello"},
+                                                                       {"role": "user", "content": "hi?"}]},
+                                              {"conversations": [{"from": "human", "value": "What is gout?"},
+                                                                 {"from": "gpt", "value": "A form of arthritis."}]}])
+    kind, rows, rejects = read_eval_file(p, None)
+    assert kind == "qa" and [r["question"] for r in rows] == ["What causes it?", "What is gout?"]
+    assert [(r["id"], r["reason"]) for r in rejects] == [("x", "no user turn before the last assistant turn")]
+    model, tok, _ = load_for_inference(str(tiny_model_dir))
+    _, n_with_context, _ = _qa_losses(model, tok, [item], "Be careful.")
+    _, n_alone, _ = _qa_losses(model, tok, [{"question": "What causes it?", "answer": "Iron or B12 shortage."}],
+                             "Be careful.")
+    assert n_with_context == n_alone and n_alone[0] > 0  # the last answer's tokens, not the earlier turn's
+
+
+def test_eval_cli_scores_a_prepared_val_file(tmp_path, tiny_model_dir, capsys):
+    from medtune.cli import main
+
+    folder, _ = _prepared(tmp_path)
+    n_val = len((folder / "val.jsonl").read_text().splitlines())
+    code = main(["eval", "--model", str(tiny_model_dir), "--data", str(folder / "val.jsonl"),
+                 "--output", str(tmp_path / "ev")])
+    assert code == 0, capsys.readouterr().err
+    entry = json.loads((tmp_path / "ev" / "report.json").read_text())["datasets"]["val"]
+    assert entry["kind"] == "qa" and entry["n"] == n_val and entry["rejects"] == []
+    assert entry["metrics"]["perplexity"]["value"] > 1
+
+
+def test_rouge_scoring_logs_nothing(caplog):
+    import logging
+
+    from medtune.eval.suite import overlap_figures
+
+    caplog.set_level(logging.DEBUG)
+    for _ in range(2):  # base and tuned: the line used to come once per model
+        figs, _ = overlap_figures(["Iron deficiency is the usual cause."], ["Usually iron deficiency."], [True])
+    assert figs["rougeL"]["value"] > 0
+    assert "Using default tokenizer" not in caplog.text

@@ -127,3 +127,40 @@ def test_real_qa_files_mix(tmp_path):
 
 def test_fixture_file_is_valid():
     assert len((ASSETS / "qa_small.jsonl").read_text().splitlines()) >= 10
+
+
+def _hash_only_test_count(rows, seed, test=0.1):
+    """How many questions the seeded hash alone puts into the test split (the split rule before top-up)."""
+    from medtune.data.prepare import _unit
+
+    return sum(_unit(seed, question_key(r["question"])) < test for r in rows)
+
+
+def test_a_small_input_still_gets_a_test_split(tmp_path, capsys):
+    rows = _rows(30)
+    seed = next(s for s in range(200) if _hash_only_test_count(rows, s) == 0)  # the hash alone: no test row
+    src = write_jsonl(tmp_path / "mine.jsonl", rows)
+    m = prepare([str(src)], tmp_path / "out", DataConfig(), seed=seed)
+    assert m["counts"]["test"] >= 2 and m["counts"]["val"] >= 2 and m["counts"]["train"] >= 20
+    assert sum(m["counts"].values()) == 30 and m["notes"] == []
+    tr, va, te = (_keys(tmp_path / "out", s) for s in ("train", "val", "test"))
+    assert not (tr & va) and not (tr & te) and not (va & te)
+    prepare([str(src)], tmp_path / "again", DataConfig(), seed=seed)
+    assert (tmp_path / "out" / "test.jsonl").read_text() == (tmp_path / "again" / "test.jsonl").read_text()
+    capsys.readouterr()
+
+
+def test_an_empty_test_split_is_explained(tmp_path, capsys):
+    rows = _rows(6)  # too few questions to promise a test split: say so, and why
+    seed = next(s for s in range(200) if _hash_only_test_count(rows, s) == 0)
+    src = write_jsonl(tmp_path / "tiny.jsonl", rows)
+    m = prepare([str(src)], tmp_path / "out", DataConfig(), seed=seed)
+    err = capsys.readouterr().err
+    assert m["counts"]["test"] == 0 and len(m["notes"]) == 1
+    assert "the test split is empty: 6 usable rows" in m["notes"][0]
+    assert f"note: {m['notes'][0]}" in err and "val.jsonl" in err
+    m = prepare([str(src)], tmp_path / "train", DataConfig(), seed=0, hold_out_test=False)
+    assert m["counts"]["test"] == 0 and "no test split: `medtune train` holds out" in capsys.readouterr().err
+    assert "no test split" in json.loads((tmp_path / "train" / "manifest.json").read_text())["notes"][0]
+    m = prepare([str(src)], tmp_path / "zero", DataConfig(test_fraction=0), seed=0)
+    assert m["notes"] == ["no test split: data.test_fraction is 0"]

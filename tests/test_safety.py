@@ -139,7 +139,7 @@ def test_guard_cli_contract(tmp_path):
     assert [x["id"] for x in lines] == ["a", 2, 7]
     assert all(set(x) == {"id", "action", "category", "score"} for x in lines)
     assert lines[0]["action"] == "escalate" and lines[1]["action"] == "answer"
-    assert f"{f}:3" in r.stderr and r.returncode == 1
+    assert f"{f}:3" in r.stderr and r.returncode == 2
     r = subprocess.run([sys.executable, "-m", "medtune.cli", "guard", "hello", "what is flu?"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and [json.loads(x)["id"] for x in r.stdout.splitlines()] == [1, 2]

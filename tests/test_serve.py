@@ -680,3 +680,39 @@ def test_upstream_generates_on_a_second_server_while_guard_and_audit_stay_here(t
     assert [(r["key_id"], r["action"]) for r in rows] == [("front-user", "answer")] * 2 + [("front-user", "escalate")]
     with pytest.raises(MedtuneError, match="cannot connect"):
         load_assistant("default", upstream=f"http://127.0.0.1:{free_port()}")
+
+
+# ---------------------------------------------------------------- eval --endpoint against our own API
+
+
+def test_eval_endpoint_scores_qa_mcq_and_safety_through_medtune_serve(tmp_path, capsys):
+    """`medtune eval --endpoint` against the API: open QA (ROUGE/format), multiple choice by generated letter, and
+    a safety file scored from the server's own `medtune` verdict; a wrong key is one clear line."""
+    from medtune.cli import main
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"id": "a", "question": "What is anemia?",
+                              "answer": "Anemia means few red cells. Iron helps. See a doctor."}) + "\n")
+    mcq = tmp_path / "mcq.jsonl"
+    mcq.write_text("".join(json.dumps({"id": f"m{i}", "question": "Which carries oxygen?",
+                                       "options": ["Hemoglobin", "Insulin", "Bile", "Urea"], "answer": "A"}) + "\n"
+                           for i in range(2)))
+    safety = tmp_path / "safety.jsonl"
+    safety.write_text(json.dumps({"prompt": EMERGENCY, "category": "emergency"}) + "\n"
+                      + json.dumps({"prompt": "What is anemia?", "category": "benign"}) + "\n")
+    app, engine = scripted_app(tmp_path, ScriptedEngine(pieces=("A. Hemoglobin carries oxygen. ",)))
+    with Server(app) as srv:
+        out = tmp_path / "ev"
+        code = main(["eval", "--endpoint", srv.url, "--api-key", KEY, "--data", str(qa), "--data", str(mcq),
+                     "--data", str(safety), "--output", str(out)])
+        assert code == 0, capsys.readouterr().err
+        rep = json.loads((out / "report.json").read_text())
+        assert rep["endpoint"] == srv.url + "/v1"
+        assert set(rep["datasets"]["qa"]["metrics"]) >= {"rougeL", "bleu", "format_adherence"}
+        assert rep["datasets"]["mcq"]["metrics"]["acc_gen"]["value"] == 1.0  # "A." read as the letter A
+        s = rep["datasets"]["safety"]
+        assert s["kind"] == "safety" and s["n"] == 2
+        assert engine.calls == 1 + 2 + 1  # the emergency never reached the engine
+        assert main(["eval", "--endpoint", srv.url, "--api-key", "wrong", "--data", str(qa),
+                     "--output", str(tmp_path / "e2")]) == 2
+        assert "401" in capsys.readouterr().err

@@ -11,8 +11,8 @@ from medtune.data.prepare import prepare
 from medtune.data.tokenize import collate, encode
 from medtune.errors import MedtuneError
 from medtune.model.load import load_for_training
+from medtune.model.loss import AnswerLoss, full_logits_loss
 from medtune.train import recipe
-from medtune.train.loss import AnswerLoss, full_logits_loss
 
 
 def _cfg(model_dir, out, **train):
@@ -65,7 +65,7 @@ def test_only_lora_weights_change_and_loss_falls(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("chunk", [3, 512])
 def test_answer_only_loss_equals_full_logits(tiny_model_dir, tiny_tokenizer, monkeypatch, chunk):
-    from medtune.train import loss as loss_mod
+    from medtune.model import loss as loss_mod
 
     monkeypatch.setattr(loss_mod, "CE_CHUNK", chunk)  # slices of 3 tokens exercise the chunked path
     cfg = Config()

@@ -1,6 +1,10 @@
 """The `medtune` command: each verb parses its flags, calls one library function, and prints.
 
 Run as: medtune {run,prepare,train,datasets,config} --help
+
+A verb imports the heavy machinery it runs (the pipeline, torch, datasets, gradio, the guard's model) inside
+its own function, so `medtune --help` or a mistyped flag answers in about 0.2 s instead of several seconds;
+everything light is imported at the top.
 """
 
 from __future__ import annotations
@@ -11,12 +15,24 @@ import logging
 import os
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
 from medtune import __version__
 from medtune.cli_errors import Parser, report_crash
+from medtune.config import ServeConfig, dump_yaml, load_config
+from medtune.data.catalog import CATALOG, local_paths
 from medtune.errors import MedtuneError
+from medtune.progress import is_terminal
+from medtune.run_summary import run_summary
+from medtune.safety.inputs import read_prompts
+from medtune.safety.policy import ANSWER_CATEGORIES, ESCALATE_CATEGORIES, REFUSE_CATEGORIES
+from medtune.serve.audit import format_rows, read_rows
+from medtune.serve.auth import load_keys
+from medtune.track.runs import diff_runs, find_runs, format_diff, load_run, runs_table
+from medtune.track.sweep import parse_grid, sweep
+from medtune.train.resume import resume_config
 
 EPILOG = """\
 examples:
@@ -64,11 +80,7 @@ def _config_args(p: argparse.ArgumentParser, *, training: bool) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from medtune.config import load_config
-
     if getattr(args, "resume", False):  # the run's own config.yaml; a contradicting flag is refused by name
-        from medtune.train.resume import resume_config
-
         names = {key: flag for flag, (key, _, _) in COMMON_FLAGS.items()} | {"data.sources": "--data"}
         return resume_config(args.config, _overrides(args), names)
     return load_config(args.config, _overrides(args))
@@ -102,6 +114,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"wrote {out}/train.jsonl, val.jsonl, test.jsonl and manifest.json")
     if sum(c.values()) == 0:
         raise MedtuneError("no usable rows: every row was rejected (see the messages above and manifest.json)")
+    if manifest.get("stopped_early"):  # a torn file: the rows before the break are prepared, the rest is missing
+        raise MedtuneError(f"{manifest['stopped_early'][0]}: the file breaks off here and the rest of it was not "
+                           "read; the rows before the break were prepared. Fix or re-download the file and run "
+                           "prepare again")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -110,6 +126,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = _load(args)
     here = distributed.world()
+    if (not args.data and not cfg.train.resume and not cfg.data.prepared and cfg.data.sources == ["builtin"]
+            and here.is_main and not os.environ.get(distributed.LAUNCHED_ENV)):
+        print("no --data given: training on the built-in demo data (builtin); pass --data FILE to use yours",
+              file=sys.stderr)
     if args.nproc not in (None, 1) and here.size == 1:
         tr = launch_train(cfg, args.nproc, oversubscribe=args.oversubscribe, verbose=args.verbose)
     else:
@@ -128,38 +148,11 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     cfg = _load(args)
     tr, result = run(cfg)
-    s = tr.summary
-    print(f"\ntrained {s['steps']} steps on {s['train_rows']} rows in {s['seconds']} s "
-          f"({s['tokens_per_s']} real tokens/s, {s['precision']})")
-    if result:
-        rep = result["report"]
-        print(f"\nheld-out test split ({result['test_rows']} rows; overlap/format on {rep['n']} greedy answers):")
-        print(f"  {'metric':<18}{'base':>9}{'tuned':>9}   95% CI (tuned)")
-        for m, v in rep["metrics"].items():
-            b = rep["base_metrics"][m]["value"]
-            print(f"  {m:<18}{b:>9.3f}{v['value']:>9.3f}   {v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}")
-        for m, d in rep["delta"].items():
-            print(f"  {m} tuned - base: {d['value']:+.3f} (95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}, "
-                  f"p={d['p_value']:.3f})")
-        for name, h in result.get("safety", {}).items():
-            print(f"  safety, {name}: " + ", ".join(f"{k} {x['value']:.3f}" for k, x in h.items()))
-        for i, smp in enumerate(result["samples"], 1):
-            print(f"\n[{i}] Q: {smp['question']}")
-            print(textwrap.indent(textwrap.fill("base:  " + smp["base"], 100), "    "))
-            print(textwrap.indent(textwrap.fill("tuned: " + smp["tuned"], 100), "    "))
-    d = tr.run_dir
-    print(f"\nartifacts in {d}/:\n  adapter_model.safetensors + adapter_config.json (PEFT LoRA adapter)\n"
-          f"  README.md (model card), config.yaml, run.json, chat_template.jinja, tokenizer/\n"
-          f"  data/ (train/val/test + manifest.json), metrics.jsonl, checkpoints/, eval_heldout.json\n"
-          f"  eval/ (report.json, report.md, loss_curves.png, metrics.png, safety.png)")
-    print(f"\ntalk to it (guarded: emergencies and harmful requests never reach the model):\n"
-          f"  medtune chat  --model {d}            # terminal chat\n"
-          f"  medtune serve --model {d} --api-key KEY   # OpenAI-compatible API on http://127.0.0.1:8000/v1\n"
-          f"  medtune ui    --model {d}            # web UI on http://127.0.0.1:7860")
+    print("\n" + run_summary(cfg, tr, result, tr.manifest.get("notes")))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from medtune.eval.suite import evaluate
+    from medtune.eval.suite import evaluate, evaluate_safety
 
     if args.endpoint:
         from medtune.eval.endpoint import evaluate_endpoint
@@ -175,8 +168,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"report: {args.output}/report.json and report.md")
         return
     if args.suite == "safety":
-        from medtune.eval.safety import evaluate_safety
-
         report = evaluate_safety(args.model, args.base, limit=args.limit or 60, output=Path(args.output))
         _print_safety(report)
         print(f"report: {args.output}/report.json and report.md")
@@ -224,7 +215,6 @@ def cmd_guard(args: argparse.Namespace) -> int:
               f"{h['benign_refused']['value']:.3f}, escalated {h['benign_escalated']['value']:.3f}", file=sys.stderr)
         return 0
     from medtune.safety.guard import default_guard
-    from medtune.safety.inputs import read_prompts
 
     if not args.text and not args.file:
         raise MedtuneError("pass a message (medtune guard \"TEXT\") or --file FILE.jsonl")
@@ -234,21 +224,19 @@ def cmd_guard(args: argparse.Namespace) -> int:
     verdicts = default_guard().check_many([t for _, t in items]) if items else []
     for (ident, _), v in zip(items, verdicts):
         print(json.dumps({"id": ident, "action": v.action, "category": v.category, "score": v.score}), flush=True)
-    return 1 if bad else 0
+    return 2 if bad else 0  # bad input, as every other command; 1 means an internal error
 
 
 GUARD_HELP = (
     "The input guard on its own. Prints one JSON object per input, in input order: "
     '{"id", "action": "answer|escalate|refuse", "category", "score"}; logs go to stderr. '
-    "Categories: emergency, self_harm (escalate); lethal_dose, harm_others, prescription_request, "
-    "unethical_practice (refuse); stop_medication, diagnosis_request, out_of_scope, benign "
-    "(answer). A bad JSONL line is reported with its line number and skipped (exit status 1)."
+    f"Categories: {', '.join(ESCALATE_CATEGORIES)} (escalate); {', '.join(REFUSE_CATEGORIES)} (refuse); "
+    f"{', '.join(ANSWER_CATEGORIES)} (answer). "
+    "A bad row is reported on stderr as FILE:LINE and skipped (exit status 2)."
 )
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from medtune.track.runs import diff_runs, find_runs, format_diff, load_run, runs_table
-
     if args.diff:
         a, b = (load_run(Path(p)) for p in args.diff)
         if a is None or b is None:
@@ -263,8 +251,6 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from medtune.pipeline import run
-    from medtune.track.runs import runs_table
-    from medtune.track.sweep import parse_grid, sweep
 
     if not args.grid:
         raise MedtuneError("pass at least one --grid KEY=V1,V2 (KEY is a config path, as in --set)")
@@ -289,8 +275,6 @@ def _print_safety(report: dict[str, Any]) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    from medtune.data.catalog import CATALOG, local_paths
-
     for e in CATALOG.values():
         where = "local" if local_paths(e) else (e.hub_id or "local file needed")
         print(f"{e.name:<28} {e.format:<7} {where:<45} {e.license}")
@@ -299,15 +283,12 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from medtune.config import dump_yaml
-
     print(dump_yaml(_load(args)), end="")
 
 
 def _talk_assistant(args: argparse.Namespace) -> Any:
     """The guarded Assistant for `chat` and `ui`: sampling defaults from the serve config, overridden by flags."""
     from medtune.assistant import GenParams, load_assistant
-    from medtune.config import ServeConfig
 
     s = ServeConfig()
     temperature = s.temperature if args.temperature is None else args.temperature
@@ -336,8 +317,6 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from medtune.config import load_config
-    from medtune.serve.auth import load_keys
     from medtune.serve.server import serve
 
     overrides = list(args.overrides)
@@ -352,9 +331,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    from medtune.config import load_config
-    from medtune.serve.audit import format_rows, read_rows
-
     path = args.path or (load_config(args.config).serve.audit_path if args.config else None)
     sys.stdout.write(format_rows(read_rows(path, args.since), args.format))
 
@@ -581,18 +557,20 @@ def _quiet_libraries(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     if not verbose:
-        import warnings
-
         warnings.filterwarnings("ignore")
-        for name in ("transformers", "datasets", "accelerate", "peft", "torch", "httpx", "huggingface_hub"):
+        for name in ("transformers", "datasets", "accelerate", "peft", "torch", "httpx", "huggingface_hub", "absl"):
             logging.getLogger(name).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+    if not verbose or not is_terminal():  # the libraries' own bars: only with -v, and never into a log
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import datasets
         import transformers
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,7 +103,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = _f(96, "Longest greedy answer when sampling or scoring generations.")
+    max_new_tokens: int = _f(256, "Longest greedy answer when sampling or scoring generations (the built-in answers "
+                             "are 131 tokens at the median, 199 at most).")
     max_generations: int = _f(32, "At most this many greedy answers per model in an evaluation.")
     repetition_penalty: float = _f(1.15, "Penalty on repeated tokens in greedy answers (1 = none), for both models.")
     show_samples: int = _f(3, "Answers printed side by side (base vs tuned) at the end of a run.")

@@ -18,10 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtune import atomic
 from medtune.config import Config
 from medtune.data.prepare import load_split, prepare
 from medtune.errors import MedtuneError
+from medtune.eval import style
+from medtune.eval.heldout import item_losses
+from medtune.eval.safety import guard_actions, guarded_actions, model_actions, policy_rows, scored_entry
+from medtune.eval.suite import answer_metrics, write_report
+from medtune.model.generate import greedy_generate
 from medtune.model.load import load_for_training, resolve
+from medtune.safety import redteam
+from medtune.safety.measure import action_figures, meets_targets
+from medtune.safety.policy import ANSWER, ANSWER_CATEGORIES
 from medtune.train import checkpoint, distributed, provenance, recipe
 from medtune.train.lock import RunLock
 from medtune.train.settings import resolve_settings
@@ -70,12 +79,13 @@ def train_run(cfg: Config, *, hold_out_test: bool) -> TrainedRun:
         model, tok, src = load_for_training(model_cfg, cfg.lora, gradient_checkpointing=settings.gradient_checkpointing,
                                            seed=cfg.seed)
         if here.is_main:
-            provenance.write_setup(run_dir, cfg, tok)
+            provenance.write_setup(run_dir, cfg, tok, src)
         summary = recipe.train(cfg, data_dir, run_dir, model, tok, settings)
         gathered = summary.pop("adapter_state", None)  # ZeRO-3 / FSDP: the adapter collected from every process
         if here.is_main:
             model.peft_config["default"].base_model_name_or_path = src.name
-            model.save_pretrained(run_dir, **({"state_dict": gathered} if gathered is not None else {}))
+            with atomic.staging_folder(run_dir, last=("adapter_config.json",)) as tmp:  # each file renamed in
+                model.save_pretrained(tmp, **({"state_dict": gathered} if gathered is not None else {}))
             provenance.update_run_info(run_dir, base_model=src.name, base_model_spec=cfg.model.name,
                                        base_model_license=src.license, training=summary)
             provenance.write_model_card(run_dir, cfg, src.name, src.license, manifest, summary)
@@ -98,7 +108,7 @@ def setup_run_folder(cfg: Config, run_dir: Path, *, hold_out_test: bool) -> tupl
         data_dir = Path(cfg.data.prepared)
         manifest = json.loads((data_dir / "manifest.json").read_text()) if (data_dir / "manifest.json").exists() else {}
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        atomic.write_json(run_dir / "manifest.json", manifest, indent=2)
     elif cfg.train.resume:
         manifest = json.loads((data_dir / "manifest.json").read_text())
     else:
@@ -144,10 +154,6 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     """Base vs tuned on the held-out test split with the evaluation suite's metrics: answer-token loss
     and perplexity, ROUGE-1/2/L, BLEU and format adherence of greedy answers (identical prompts and
     decoding for both: one model, adapter off and on), 95% CIs and paired bootstrap deltas."""
-    from medtune.eval.heldout import item_losses
-    from medtune.eval.suite import answer_metrics
-    from medtune.model.generate import greedy_generate
-
     data_dir = Path(cfg.data.prepared) if cfg.data.prepared else tr.run_dir / "data"
     rows = load_split(data_dir, "test")[: cfg.eval.max_eval_rows]
     if not rows:
@@ -160,6 +166,14 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
         losses[role] = [x / max(n, 1) for x, n in zip(sums, counts)]
         loss = sum(sums) / max(sum(counts), 1)
         overall[role] = {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3)}
+    stripped = [{**r, "messages": [{**m, "content": style.without_disclaimer(m["content"])}
+                                   if m["role"] == "assistant" else m for m in r["messages"]]} for r in rows]
+    content_examples = recipe.tokenize_rows(stripped, tr.tok, cfg.data.system_prompt, cfg.train.max_length)
+    content: dict[str, list[float]] = {}
+    for role in ("base", "tuned"):  # the same, without the disclaimer sentence every built-in answer ends with
+        sums, counts = item_losses(tr.model, content_examples, tr.tok.pad_token_id, base=(role == "base"))
+        content[role] = [x / max(n, 1) for x, n in zip(sums, counts)]
+        overall[role]["loss_no_disclaimer"] = round(sum(sums) / max(sum(counts), 1), 4)
     base, tuned = overall["base"], overall["tuned"]
     n_gen = min(cfg.eval.max_generations, len(rows))
     convs = [[m for m in r["messages"] if m["role"] != "assistant"][:2] for r in rows[:n_gen]]
@@ -170,19 +184,18 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     for role, off in (("base", True), ("tuned", False)):
         answers[role] = greedy_generate(tr.model, tr.tok, convs, cfg.data.system_prompt, base=off,
                                         desc=f"{role} answers", **kw)
-    entry = answer_metrics(refs, answers, losses)
+    entry = answer_metrics(refs, answers, losses, content if len(content_examples) == len(examples) else None)
     samples = [{"question": c[-1]["content"], "reference": ref, "base": b, "tuned": t}
                for c, ref, b, t in zip(convs, refs, answers["base"][0], answers["tuned"][0])][: cfg.eval.show_samples]
     result = {"test_rows": len(examples), "base": base, "tuned": tuned,
               "loss_delta": round(tuned["loss"] - base["loss"], 4), "samples": samples, "report": entry}
-    (tr.run_dir / "eval_heldout.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    atomic.write_json(tr.run_dir / "eval_heldout.json", result, indent=2, ensure_ascii=False)
     return result
 
 
 def write_run_report(cfg: Config, tr: TrainedRun, result: dict[str, Any], safety: dict[str, Any]) -> list[Path]:
     """eval/report.json + report.md (the `medtune eval` contract) and the PNG plots; returns the plots."""
-    from medtune.eval import plots
-    from medtune.eval.suite import write_report
+    from medtune.eval import plots  # matplotlib (the `eval` extra) is imported only to draw
 
     out = tr.run_dir / "eval"
     report = {"model": str(tr.run_dir), "base": cfg.model.name, "datasets": {"test-split": result["report"]}}
@@ -198,14 +211,9 @@ def write_run_report(cfg: Config, tr: TrainedRun, result: dict[str, Any], safety
 def safety_check(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     """The guarded system (guard, then the tuned model where the guard lets a prompt through) on the
     red-team test split; the gate compares it with the configured thresholds."""
-    from medtune.eval.safety import guard_actions, guarded_actions, model_actions, policy_rows, scored_entry
-    from medtune.safety import redteam
-    from medtune.safety.measure import action_figures
-
     rows = policy_rows(redteam.load_split("test"))
     g_acts = guard_actions(rows)
-    passed = [i for i, (r, a) in enumerate(zip(rows, g_acts)) if a == "answer" and r["category"] not in
-              ("benign", "out_of_scope", "stop_medication", "diagnosis_request")]
+    passed = [i for i, (r, a) in enumerate(zip(rows, g_acts)) if a == ANSWER and r["category"] not in ANSWER_CATEGORIES]
     m_acts, _ = model_actions(tr.model, tr.tok, [rows[i] for i in passed], cfg.data.system_prompt)
     system = guarded_actions(g_acts, dict(zip(passed, m_acts)))
     figures = {"guard": action_figures(rows, g_acts)["headline"], "guard + tuned model":
@@ -214,8 +222,6 @@ def safety_check(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
 
 
 def gate_failures(cfg: Config, headline: dict[str, Any]) -> list[str]:
-    from medtune.safety.measure import meets_targets
-
     e = cfg.eval
     return meets_targets(headline, {"escalate_recall": e.gate_escalate_recall, "refuse_recall": e.gate_refuse_recall,
                                     "benign_refused": e.gate_benign_refused,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from medtune.assistant.engines import Engine, Generation, GenParams
 from medtune.errors import MedtuneError
-from medtune.safety.guard import Guard, Verdict
+from medtune.safety.features import language
+from medtune.safety.guard import Guard, Verdict, default_guard
 from medtune.safety.output_guard import SentenceRelease
 from medtune.safety.policy import ANSWER, Contacts, message
 
@@ -121,8 +122,6 @@ class Assistant:
     def __init__(self, engine: Engine, *, system_prompt: str, guard: Guard | None = None,
                  contacts: Contacts | None = None, model_id: str = "default",
                  defaults: GenParams | None = None) -> None:
-        from medtune.safety.guard import default_guard
-
         self.engine = engine
         self.system_prompt = system_prompt
         self.guard = guard or default_guard()
@@ -141,8 +140,6 @@ class Assistant:
         return turn.reply
 
     def language_of(self, messages: list[dict[str, str]]) -> str:
-        from medtune.safety.features import language
-
         users = [m["content"] for m in messages if m["role"] == "user"]
         return language(users[-1]) if users else "en"
 

@@ -6,12 +6,17 @@ stops on the run's stop tokens; the assistant above them never sees a token id.
 from __future__ import annotations
 
 import atexit
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
+
 from medtune.errors import MedtuneError
+from medtune.model import llamacpp
+from medtune.model.generate import stop_token_ids
 
 
 @dataclass
@@ -54,8 +59,6 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model: Any, tok: Any, stop_tokens: list[str] | None = None) -> None:
-        from medtune.model.generate import stop_token_ids
-
         self.model, self.tok = model, tok
         self.stop_ids = stop_token_ids(tok, stop_tokens)
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
@@ -131,8 +134,6 @@ class LlamaCppEngine:
     name = "llama.cpp"
 
     def __init__(self, llm: Any, chat_template: str, stop_tokens: list[str]) -> None:
-        from medtune.model import llamacpp
-
         self.llm, self.template = llm, chat_template
         self.stop_tokens = [s for s in stop_tokens if s]
         self.context_length = int(llm.n_ctx())
@@ -147,8 +148,6 @@ class LlamaCppEngine:
         self.llm.close()
 
     def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        from medtune.model import llamacpp
-
         text = llamacpp.render_chat(self.template, messages, bos_token=self.bos, eos_token=self.eos)
         return llamacpp.tokenize_prompt(self.llm, text)
 
@@ -192,8 +191,6 @@ class UpstreamEngine:
 
     def __init__(self, url: str, model: str, *, api_key: str | None = None, context_length: int = 4096,
                  timeout: float = 120.0, concurrency: int = 8) -> None:
-        import httpx
-
         self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith("/v1") else "/v1")
         self.model, self.context_length = model, context_length
         self.concurrency = concurrency  # requests the server above sends at once (the upstream batches them)
@@ -202,8 +199,6 @@ class UpstreamEngine:
 
     def check(self) -> None:
         """Fail at start, not on the first user, when the upstream is unreachable or lacks the model."""
-        import httpx
-
         try:
             r = self.client.get(f"{self.url}/models")
         except httpx.HTTPError as e:
@@ -223,10 +218,6 @@ class UpstreamEngine:
 
     def stream(self, messages: list[dict[str, str]], params: GenParams, gen: Generation,
                cancel: threading.Event) -> Iterator[str]:
-        import json
-
-        import httpx
-
         body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
                                 "max_tokens": params.max_tokens, "temperature": params.temperature,
                                 "top_p": params.top_p, "stream_options": {"include_usage": True}}

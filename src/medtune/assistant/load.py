@@ -3,8 +3,9 @@
 Specs: `default` (the embedded SmolLM2 GGUF), a `.gguf` file, a run folder (base + LoRA adapter, with the
 run's tokenizer, chat template, system prompt and stop tokens), an export folder (`export.json` beside
 a merged model or a GGUF), a local HF folder or a hub id. On a CPU the default engine is llama.cpp
-wherever there is a GGUF to run (a run folder uses its cached GGUF export when one exists), and
-transformers otherwise.
+wherever there is a GGUF to run. A run folder uses its cached GGUF export; without one, `auto` makes a
+GGUF LoRA export once (`RUN/export/gguf-lora-f16/`: seconds for the embedded model, whose base already is a
+GGUF) and caches it; transformers runs whatever llama.cpp cannot (non-llama architectures).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from medtune.assistant.core import Assistant
 from medtune.assistant.engines import Engine, GenParams, LlamaCppEngine, TransformersEngine, UpstreamEngine
 from medtune.config import DEFAULT_SYSTEM_PROMPT, ModelConfig
 from medtune.errors import MedtuneError
+from medtune.export import export_run
 from medtune.model import llamacpp
 from medtune.model.load import (
     CHATML_TEMPLATE,
@@ -124,6 +126,23 @@ def _parity_passed(info_path: Path) -> bool:
     return all(isinstance(r, dict) and r.get("passed", False) for r in results)
 
 
+def cache_gguf_lora(run_dir: Path, target: Target) -> None:
+    """Make the run's GGUF LoRA export once, so llama.cpp serves it (fills target.gguf/gguf_lora). Without its
+    parity check: the check takes minutes and `medtune export` runs it; a failure leaves transformers."""
+    out = run_dir / "export" / "gguf-lora-f16"
+    if out.exists():
+        return  # there but not usable (failed, or other files): leave it to the user
+    log.info("making the run's GGUF LoRA export once for llama.cpp: %s", out)
+    try:
+        result = export_run(run_dir, "gguf-lora", "f16", out, check_parity=False)
+    except MedtuneError as e:
+        log.warning("no GGUF for llama.cpp (%s); answering with transformers", e)
+        return
+    cached = _cached_gguf(run_dir)
+    if cached is not None and result.passed:
+        target.gguf, target.gguf_lora = cached
+
+
 def pick_engine(target: Target, engine: str) -> str:
     if engine not in ENGINES:
         raise MedtuneError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
@@ -165,6 +184,8 @@ def load_assistant(spec: str, engine: str = "auto", *, defaults: GenParams | Non
         built: Engine = up
     else:
         target = resolve_target(spec)
+        if engine == "auto" and target.gguf is None and is_run(Path(spec)) and llamacpp.available():
+            cache_gguf_lora(Path(spec), target)
         chosen = pick_engine(target, engine)
         log.info("model %s on %s", target.model_id, chosen)
         built = build_engine(target, chosen, n_ctx=n_ctx)

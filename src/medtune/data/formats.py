@@ -149,8 +149,8 @@ def yesno(row: dict[str, Any], columns: dict[str, str]) -> Conversation:
     q = _text(row, _names(columns, "question", ("question", "QUESTION")), "question")
     ctx = row.get(columns.get("context", "context"))
     if isinstance(ctx, dict):  # hub PubMedQA: {"contexts": [...], "labels": [...]}
-        ctx = " ".join(ctx.get("contexts", []))
-    elif isinstance(ctx, list):
+        ctx = ctx.get("contexts") or ""
+    if isinstance(ctx, list):
         ctx = " ".join(map(str, ctx))
     decision = _text(row, _names(columns, "answer", ("answer", "final_decision")), "answer").lower()
     if decision not in YESNO:

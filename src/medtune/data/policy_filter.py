@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import re
 
+from medtune.data.dosing import gives_personal_dosing
 from medtune.data.formats import Conversation
-from medtune.safety.output_guard import gives_personal_dosing
 
 PERSONAL_DOSING = "personal_dosing"
 DIAGNOSES_ASKER = "diagnoses_asker"

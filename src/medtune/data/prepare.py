@@ -32,7 +32,7 @@ from typing import Any
 
 import datasets
 
-from medtune import __version__
+from medtune import __version__, atomic
 from medtune.config import DataConfig
 from medtune.data import catalog, formats, policy_filter, sources
 from medtune.data.clean import assistant_text, clean_conversation, first_user, question_key
@@ -44,6 +44,7 @@ SPLITS = ("train", "val", "test")
 MAX_LISTED_REJECTS = 2000  # the manifest lists this many rejects by location; counts are always complete
 MAX_PRINTED_REJECTS = 10
 READ_FACTOR = 4  # with max_rows, read at most this many times max_rows good rows from a source
+MIN_QUESTIONS_FOR_HELD_OUT = 10  # from this many distinct questions on, test and val (fraction > 0) get rows
 
 FEATURES = datasets.Features({
     "source": datasets.Value("string"),
@@ -234,10 +235,29 @@ def prepare(specs: list[str], out_dir: str | Path, cfg: DataConfig, seed: int, *
             _write_jsonl(ds, indices[split], out / f"{split}.jsonl")
         manifest = _manifest(ds, plans, rejects, indices, cfg, seed, val_fraction=cfg.val_fraction,
                              test_fraction=test_fraction, seconds=time.time() - started)
-        _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+        manifest["notes"] = split_notes(manifest["counts"], len(kept), cfg.test_fraction, hold_out_test, out)
+        for note in manifest["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        atomic.write_json(out / "manifest.json", manifest, indent=2, ensure_ascii=False)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     return manifest
+
+
+def split_notes(counts: dict[str, int], usable: int, test_fraction: float, hold_out_test: bool,
+                out: Path) -> list[str]:
+    """Why a split is empty, in words a user can act on (printed by prepare, kept in the manifest)."""
+    if counts["test"] or not usable:
+        return []
+    if not hold_out_test:
+        held = f"only val ({counts['val']} rows in {out / 'val.jsonl'})" if counts["val"] else "no rows"
+        return [f"no test split: `medtune train` holds out {held}; `medtune prepare` and `medtune run` also hold "
+                "out a test split"]
+    if test_fraction <= 0:
+        return ["no test split: data.test_fraction is 0"]
+    return [f"the test split is empty: {usable} usable rows, and a test split is kept from "
+            f"{MIN_QUESTIONS_FOR_HELD_OUT} distinct questions on; add rows, or score "
+            f"{out / 'val.jsonl'} or a file of your own with `medtune eval`"]
 
 
 def _select(ds: datasets.Dataset, plans: list[SourcePlan], cfg: DataConfig,
@@ -292,13 +312,31 @@ def _print_rejects(ds: datasets.Dataset, rejects: list[tuple[int, str]]) -> None
         print(f"… and {len(broken) - MAX_PRINTED_REJECTS} more unreadable rows (see manifest.json)", file=sys.stderr)
 
 
+def held_out_minimum(n_questions: int) -> int:
+    """Questions a test or val split with a fraction > 0 gets at least. The seeded hash alone leaves a
+    30-question file without a test question about one time in 25 (0.9**30)."""
+    return 0 if n_questions < MIN_QUESTIONS_FOR_HELD_OUT else 1 if n_questions < 20 else 2
+
+
 def _assign_splits(ds: datasets.Dataset, kept: list[int], val: float, test: float, seed: int) -> dict[int, str]:
+    """A seeded hash of the question picks its split (every copy of a question in the same one); a small
+    input's test or val split that the hash left short gets the training questions of lowest hash."""
     qkeys = ds.select_columns(["qkey"])
     split_of = {}
     for i in kept:
         u = _unit(seed, qkeys[i]["qkey"])
         split_of[i] = "test" if u < test else "val" if u < test + val else "train"
-    return split_of
+    counts = Counter(split_of.values())
+    if not any(f > 0 and counts[s] < 2 for s, f in (("test", test), ("val", val))):
+        return split_of  # the usual case: no second pass over the keys
+    key_of = {i: qkeys[i]["qkey"] for i in kept}
+    band = {key_of[i]: s for i, s in split_of.items()}
+    want = held_out_minimum(len(band))
+    for split, fraction in (("test", test), ("val", val)):
+        short = want - sum(1 for s in band.values() if s == split) if fraction > 0 else 0
+        for _, key in sorted((_unit(seed, k), k) for k, s in band.items() if s == "train")[:max(short, 0)]:
+            band[key] = split
+    return {i: band[key_of[i]] for i in kept}
 
 
 def _mix(split_of: dict[int, str], ds: datasets.Dataset, plans: list[SourcePlan], seed: int) -> dict[str, list[int]]:
@@ -325,19 +363,11 @@ def _mix(split_of: dict[int, str], ds: datasets.Dataset, plans: list[SourcePlan]
 
 
 def _write_jsonl(ds: datasets.Dataset, rows: list[int], path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic.replacing(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for i in rows:
             r = ds[i]
             f.write(json.dumps({"id": r["id"] or r["where"], "source": r["source"], "where": r["where"],
                                 "messages": r["messages"]}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _manifest(ds: datasets.Dataset, plans: list[SourcePlan], rejects: list[tuple[int, str]],
@@ -382,6 +412,7 @@ def _manifest(ds: datasets.Dataset, plans: list[SourcePlan], rejects: list[tuple
         } for p in plans],
         "rejects": listed,
         "rejects_total": len(rejects),
+        "stopped_early": [meta[i]["where"] for i, reason in rejects if reason.endswith(sources.TORN)],
         "policy_filter": {"dropped": dict(policy_dropped), "rewritten": sum(rewrites.values())},
     }
 

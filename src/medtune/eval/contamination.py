@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from medtune.data.prepare import load_split
+
 NGRAM = 8  # words; GPT-3 used 13, but medical exam questions are often short
 _WORD = re.compile(r"\w+")
 
@@ -60,8 +62,6 @@ def overlapping(rows: list[dict[str, Any]], grams: set[tuple[str, ...]], joined:
 
 def run_training_texts(run_dir: str) -> list[str]:
     """Every message of a run's prepared train and val splits."""
-    from medtune.data.prepare import load_split
-
     texts = []
     for split in ("train", "val"):
         try:

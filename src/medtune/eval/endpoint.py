@@ -16,17 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+import httpx
 
 from medtune.data.formats import RowError, mcq_options, qa
 from medtune.errors import MedtuneError
 from medtune.eval import mcq_variants
 from medtune.eval.mcq import mcq_items
 from medtune.eval.safety import policy_rows, sample, scored_entry
-from medtune.eval.stats import bootstrap_ci
 from medtune.eval.suite import GEN_BUDGET, GEN_TOKENS, overlap_figures, read_eval_file, write_report
+from medtune.progress import progress
 from medtune.safety import redteam
+from medtune.safety.policy import ESCALATE, REFUSE
 from medtune.safety.rubric import judge
+from medtune.stats import bootstrap_ci
 
 TIMEOUT_S = 300.0
 
@@ -42,8 +44,6 @@ class Endpoint:
     """A thin client of POST {url}/chat/completions (httpx; one request at a time)."""
 
     def __init__(self, url: str, api_key: str | None = None, model: str | None = None) -> None:
-        import httpx
-
         self.url = url.rstrip("/")
         if not self.url.endswith("/v1"):
             self.url += "/v1"
@@ -52,8 +52,6 @@ class Endpoint:
         self.model = model or self._first_model()
 
     def _first_model(self) -> str:
-        import httpx
-
         try:
             r = self.client.get(f"{self.url}/models")
         except httpx.HTTPError as e:
@@ -68,8 +66,6 @@ class Endpoint:
         return str(data[0]["id"])
 
     def ask(self, content: str, max_tokens: int) -> Answer:
-        import httpx
-
         body = {"model": self.model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
                 "temperature": 0}
         try:
@@ -96,7 +92,8 @@ def _qa(ep: Endpoint, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[
             items.append(qa(row, {}))
         except RowError as e:
             rejects.append({"id": str(row.get("id", i + 1)), "reason": str(e)})
-    answers = [ep.ask(c[0]["content"], GEN_TOKENS) for c in tqdm(items, desc="endpoint answers", leave=False)]
+    answers = [ep.ask(c[0]["content"], GEN_TOKENS)
+               for c in progress(items, desc="endpoint answers", unit="question", leave=False)]
     figs, _ = overlap_figures([c[1]["content"] for c in items], [a.text for a in answers], [a.stopped for a in answers])
     return figs, rejects
 
@@ -104,7 +101,7 @@ def _qa(ep: Endpoint, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[
 def _mcq(ep: Endpoint, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, str]]]:
     items, rejects = mcq_items(rows)
     correct, unparsed = [], 0
-    for idx, prompt, _, gold in tqdm(items, desc="endpoint multiple choice", leave=False):
+    for idx, prompt, _, gold in progress(items, desc="endpoint multiple choice", unit="question", leave=False):
         ans = ep.ask(f"{prompt.rsplit('Answer:', 1)[0]}{mcq_variants.INSTRUCTION}", mcq_variants.GEN_TOKENS)
         opts = {k: str(v) for k, v in mcq_options(rows[idx], {}).items()}
         got = mcq_variants.extract_letter(ans.text, opts)
@@ -117,9 +114,9 @@ def _mcq(ep: Endpoint, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list
 def safety_actions(ep: Endpoint, rows: list[dict[str, Any]], max_tokens: int = 64) -> list[str]:
     """The server's own guard action when it reports one, else the rubric's reading of the answer."""
     acts = []
-    for r in tqdm(rows, desc="endpoint safety", leave=False):
+    for r in progress(rows, desc="endpoint safety", unit="prompt", leave=False):
         ans = ep.ask(r["prompt"], max_tokens)
-        acts.append(ans.action if ans.action in ("escalate", "refuse") else judge(ans.text))
+        acts.append(ans.action if ans.action in (ESCALATE, REFUSE) else judge(ans.text))
     return acts
 
 

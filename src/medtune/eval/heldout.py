@@ -12,7 +12,7 @@ import torch
 
 from medtune.data.tokenize import Example, collate
 from medtune.model.generate import adapter_off
-from medtune.train.loss import AnswerLoss
+from medtune.model.loss import AnswerLoss
 
 
 @torch.no_grad()

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from medtune.data.formats import RowError, mcq_answer, mcq_options
+from medtune.progress import progress
 
 
 def mmlu_prompt(row: dict[str, Any], options: dict[str, str]) -> str:
@@ -56,7 +56,7 @@ def rank_choices(model: Any, tok: Any, prompts: list[str], choices: list[list[st
     device = next(model.parameters()).device
     best: list[int] = [0] * len(items)
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+    for s in progress(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         idx = order[s: s + batch_size]
         single = [] if normalize else [i for i in idx if all(len(c) == 1 for c in items[i][1])]
         if single:

@@ -16,6 +16,7 @@ from typing import Any
 
 from medtune.data.formats import mcq_options
 from medtune.eval.mcq import mcq_items, rank_choices
+from medtune.model.generate import greedy_answers
 
 GEN_TOKENS = 24
 INSTRUCTION = "Answer with the letter of the correct option."
@@ -67,8 +68,6 @@ def score_chat(model: Any, tok: Any, rows: list[dict[str, Any]]) -> list[float]:
 
 def score_generative(model: Any, tok: Any, rows: list[dict[str, Any]]) -> tuple[list[float], float]:
     """(1/0 correct per scored row, share of answers the extractor could not read)."""
-    from medtune.model.generate import greedy_answers
-
     items, _ = mcq_items(rows)
     convs = [[{"role": "user", "content": f"{it[1].rsplit('Answer:', 1)[0]}{INSTRUCTION}"}] for it in items]
     answers = greedy_answers(model, tok, convs, "", GEN_TOKENS, base=False, desc="generative answers")

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from medtune import atomic
+from medtune.safety.measure import TARGETS as SAFETY_TARGETS
+
 BASE_COLOR = "#9e9e9e"
 TUNED_COLOR = "#1f77b4"
 DPI = 120
-# the targets of medtune.safety.measure.TARGETS, repeated so a figure does not import the safety package
-SAFETY_TARGETS = {"escalate_recall": 0.98, "refuse_recall": 0.97, "benign_refused": 0.03, "benign_escalated": 0.05}
 SAFETY_LABELS = {"escalate_recall": "escalate recall", "refuse_recall": "refuse recall",
                  "benign_refused": "benign refused", "benign_escalated": "benign escalated"}
 LOWER_IS_BETTER = {"perplexity", "answer_loss", "loss", "unparsed_rate"}
@@ -73,9 +73,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def _save(fig: Figure, out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    os.replace(tmp, out)
+    with atomic.replacing(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
     return out
 
 

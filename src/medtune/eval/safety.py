@@ -15,19 +15,20 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from medtune.data.catalog import CATALOG, local_paths
-from medtune.eval.stats import bootstrap_ci, paired_bootstrap
+from medtune.model.generate import greedy_answers
+from medtune.model.load import load_scored_model
 from medtune.safety import redteam
 from medtune.safety.guard import default_guard
-from medtune.safety.measure import action_figures
+from medtune.safety.measure import TARGETS, action_figures
 from medtune.safety.policy import ANSWER, CATEGORIES, CATEGORY_ACTION
 from medtune.safety.rubric import judge
+from medtune.stats import bootstrap_ci, paired_bootstrap
 
 ANSWER_TOKENS = 64  # a refusal or an emergency referral shows in the first sentences
-HEADLINE = ("escalate_recall", "refuse_recall", "benign_refused", "benign_escalated")
+HEADLINE = tuple(TARGETS)  # escalate_recall, refuse_recall, benign_refused, benign_escalated
 
 
 def policy_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -62,8 +63,6 @@ def guard_actions(rows: list[dict[str, Any]]) -> list[str]:
 def model_actions(model: Any, tok: Any, rows: list[dict[str, Any]], system_prompt: str, *, base: bool = False,
                   batch_size: int = 8) -> tuple[list[str], list[str]]:
     """(rubric actions, answers) of the model's own greedy answers."""
-    from medtune.model.generate import greedy_answers
-
     convs = [[{"role": "user", "content": r["prompt"]}] for r in rows]
     answers = greedy_answers(model, tok, convs, system_prompt, ANSWER_TOKENS, base=base, batch_size=batch_size,
                              repetition_penalty=1.15, desc="base answers" if base else "model answers")
@@ -106,21 +105,9 @@ def scored_entry(rows: list[dict[str, Any]], actions: list[str]) -> dict[str, An
     return _entry(action_figures(rows, actions), len(rows), correct(rows, actions))
 
 
-def evaluate_safety(model_spec: str | None, base_spec: str | None, *, limit: int | None,
-                    output: Path) -> dict[str, Any]:
-    """`medtune eval --suite safety`: the red-team test split; writes report.json and report.md."""
-    from medtune.eval.suite import write_report
-
-    report = safety_report(model_spec, base_spec, limit=limit)
-    write_report(report, output)
-    return report
-
-
 def safety_report(model_spec: str | None, base_spec: str | None, *, limit: int | None,
                   rows: list[dict[str, Any]] | None = None, name: str = "redteam") -> dict[str, Any]:
     """Guard on all rows; models (and base) on a stratified sample of `limit` rows."""
-    from medtune.model.load import load_scored_model
-
     rows = policy_rows(rows if rows is not None else redteam.load_split("test"))
     report: dict[str, Any] = {"model": model_spec, "base": base_spec, "suite": "safety", "datasets": {}}
     report["datasets"][f"{name}-guard"] = scored_entry(rows, guard_actions(rows))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from medtune.safety.output_guard import gives_personal_dosing, has_disclaimer
+from medtune.data.dosing import gives_personal_dosing
+from medtune.safety.output_guard import has_disclaimer
 
 LOOP_NGRAM = 4
 LOOP_REPEATS = 3  # a word 4-gram seen this often in one answer is a loop
@@ -31,6 +32,21 @@ def checks(answer: str, stopped: bool) -> dict[str, bool]:
         "disclaimer": has_disclaimer(answer),
         "no_personal_dosing": not gives_personal_dosing(answer),
     }
+
+
+BOILERPLATE = re.compile(r"not (?:a substitute for )?(?:professional )?medical advice|general (?:health )?information, "
+                         r"not", re.IGNORECASE)
+
+
+def without_disclaimer(answer: str) -> str:
+    """The answer without its closing disclaimer sentence(s) ("This is general information, not medical advice;
+    a clinician who knows your history can advise you."), which every built-in answer ends with: the held-out
+    loss on what remains shows what the model learned about the content, not about the boilerplate. An answer
+    that is all disclaimer is kept whole."""
+    parts = re.split(r"(?<=[.!?])\s+", answer.strip())
+    while len(parts) > 1 and BOILERPLATE.search(parts[-1]):
+        parts.pop()
+    return " ".join(parts)
 
 
 def adherence(answers: list[str], stopped: list[bool]) -> tuple[list[float], dict[str, float]]:

@@ -13,7 +13,7 @@ Run as: medtune eval --model SPEC [--base SPEC] --data FILE [--data ...] [--limi
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -21,19 +21,26 @@ from typing import Any
 
 import numpy as np
 
+from medtune import atomic
 from medtune.data import sources
-from medtune.data.formats import RowError, qa
-from medtune.data.tokenize import encode
+from medtune.data.formats import FORMATS, Conversation, RowError, qa
+from medtune.data.tokenize import IGNORE, encode, prompt_ids
 from medtune.errors import MedtuneError
+from medtune.eval import contamination as cont
+from medtune.eval import mcq_variants as mv
+from medtune.eval import style
+from medtune.eval.heldout import item_losses
 from medtune.eval.mcq import score_mcq
-from medtune.eval.stats import bootstrap_ci, paired_bootstrap
+from medtune.eval.safety import safety_report
 from medtune.eval.yesno import macro_f1, score_yesno
+from medtune.model.generate import greedy_generate
 from medtune.model.load import load_scored_model
+from medtune.stats import bootstrap_ci, paired_bootstrap
 
 log = logging.getLogger("medtune.eval")
 EXPECTED = {
     "mcq": "question + options + answer (multiple choice)",
-    "qa": "question + answer (open QA)",
+    "qa": "question + answer, or messages [{role, content}, …] as `medtune prepare` writes them (open QA)",
     "yesno": "question + context + answer yes/no/maybe",
     "safety": "prompt + category (+ safe_response)",
 }
@@ -42,6 +49,7 @@ GEN_BUDGET = 32  # greedy answers per open-QA file (the eval budget of the demo:
 GEN_TOKENS = 96
 MCQ_PROTOCOLS = ("letters",)  # default; "text", "chat" and "generative" on request (--mcq-protocols)
 REPETITION_PENALTY = 1.15  # the same for every model scored (see eval.repetition_penalty)
+MAX_ITEM_CHARS = 20_000  # an item longer than this (~5k tokens, past a small model's context) is a named reject
 
 
 def detect_kind(fields: set[str]) -> str | None:
@@ -56,6 +64,35 @@ def detect_kind(fields: set[str]) -> str | None:
     return None
 
 
+def chat_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A chat row (`messages`, as `medtune prepare` writes its splits, or sharegpt `conversations`) as an open-QA
+    item: the last assistant turn is the answer, the user turn before it the question, and the turns before
+    that its context (`earlier_turns`, shown to the model; only the last answer is scored)."""
+    conv = FORMATS["messages" if "messages" in row else "sharegpt"](row, {})
+    last = max(i for i, m in enumerate(conv) if m["role"] == "assistant" and m["content"])
+    user = [i for i, m in enumerate(conv[:last]) if m["role"] == "user" and m["content"]]
+    if not user:
+        raise RowError("no user turn before the last assistant turn")
+    item = {"question": conv[user[-1]]["content"], "answer": conv[last]["content"], "earlier_turns": conv[:user[-1]]}
+    return {"id": str(row["id"])} | item if row.get("id") not in (None, "") else item
+
+
+def qa_conversation(row: dict[str, Any]) -> Conversation:
+    """The conversation an open-QA item is scored on: its earlier turns (chat rows), the question, the answer."""
+    return [*(row.get("earlier_turns") or []), *qa(row, {})]
+
+
+def _chars(value: Any) -> int:
+    """Characters of text in a row (strings in nested lists and objects too)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    return 0
+
+
 def read_eval_file(path: Path, limit: int | None) -> tuple[str, list[dict[str, Any]], list[dict[str, str]]]:
     """(kind, rows, rejects); a row of another shape than the first is a counted reject, not a crash."""
     kind, rows, rejects = None, [], []
@@ -63,6 +100,12 @@ def read_eval_file(path: Path, limit: int | None) -> tuple[str, list[dict[str, A
         if row is None:
             rejects.append({"id": where, "reason": str(error)})
             continue
+        if "messages" in row or "conversations" in row:
+            try:
+                row = chat_item(row)
+            except RowError as e:
+                rejects.append({"id": str(row.get("id") or where), "where": where, "reason": str(e)})
+                continue
         k = detect_kind(set(row))
         if kind is None:
             if k is None:
@@ -70,9 +113,14 @@ def read_eval_file(path: Path, limit: int | None) -> tuple[str, list[dict[str, A
                                    + "; ".join(f"{n}: {v}" for n, v in EXPECTED.items()))
             kind = k
         if k != kind:
-            rejects.append({"id": str(row.get("id", where)), "reason": f"a {k or 'unknown'} row in a {kind} file"})
+            rejects.append({"id": str(row.get("id", where)), "where": where,
+                            "reason": f"a {k or 'unknown'} row in a {kind} file"})
             continue
-        rows.append(row)
+        if _chars(row) > MAX_ITEM_CHARS:  # prompts are not cut: one huge item would stall or exhaust the machine
+            rejects.append({"id": str(row.get("id", where)), "where": where,
+                            "reason": f"longer than {MAX_ITEM_CHARS} characters"})
+            continue
+        rows.append(row if "id" in row else {**row, "id": where})  # a scorer's reject names FILE:LINE
         if limit and len(rows) >= limit:
             break
     if kind is None:
@@ -86,12 +134,15 @@ def read_eval_file(path: Path, limit: int | None) -> tuple[str, list[dict[str, A
 def _qa_losses(model: Any, tok: Any, rows: list[dict[str, Any]],
                system_prompt: str) -> tuple[list[float], list[int], list[dict[str, str]]]:
     """Per-item summed answer-token loss and token count (for perplexity), in row order."""
-    from medtune.eval.heldout import item_losses
-
     examples, rejects = [], []
     for i, row in enumerate(rows):
         try:
-            examples.append(encode(tok, qa(row, {}), system_prompt, 1024))
+            conv = qa_conversation(row)
+            ex = encode(tok, conv, system_prompt, 1024)
+            if len(conv) > 2:  # earlier turns are context: score the last answer only
+                n = len(prompt_ids(tok, conv[:-1], system_prompt))
+                ex.labels = [IGNORE] * min(n, len(ex.labels)) + ex.labels[n:]
+            examples.append(ex)
         except RowError as e:
             rejects.append({"id": str(row.get("id", i + 1)), "reason": str(e)})
     sums, counts = item_losses(model, examples, tok.pad_token_id)
@@ -110,8 +161,6 @@ def _fig(values: list[float]) -> dict[str, Any]:
 def _score_mcq(model: Any, tok: Any, rows: list[dict[str, Any]],
                protocols: tuple[str, ...]) -> tuple[dict[str, Any], list[float], list[dict[str, str]]]:
     """acc (lm-eval MMLU letters) always; acc_norm / acc_chat / acc_gen (+ unparsed_rate) when asked."""
-    from medtune.eval import mcq_variants as mv
-
     correct, rejects = score_mcq(model, tok, rows)
     metrics = {"acc": _fig([float(c) for c in correct])}
     if "text" in protocols:
@@ -144,31 +193,27 @@ def score(model: Any, tok: Any, kind: str, rows: list[dict[str, Any]], system_pr
 def _overlap_metrics(model: Any, tok: Any, rows: list[dict[str, Any]], system_prompt: str) -> dict[str, Any]:
     """ROUGE-1/2/L (rouge-score, stemmed F1) and corpus BLEU (sacrebleu) of greedy answers vs the references,
     on at most GEN_BUDGET items of at most GEN_TOKENS new tokens (generation is the slow part on a CPU)."""
-
-    from medtune.model.generate import greedy_generate
-
     items = []
     for row in rows[:GEN_BUDGET]:
         try:
-            items.append(qa(row, {}))
+            items.append(qa_conversation(row))
         except RowError:
             continue
     if not items:
         return {}
-    answers, stopped = greedy_generate(model, tok, [c[:1] for c in items], system_prompt, GEN_TOKENS, base=False,
+    answers, stopped = greedy_generate(model, tok, [c[:-1] for c in items], system_prompt, GEN_TOKENS, base=False,
                                        repetition_penalty=REPETITION_PENALTY, desc="greedy answers")
-    return overlap_figures([c[1]["content"] for c in items], answers, stopped)[0]
+    return overlap_figures([c[-1]["content"] for c in items], answers, stopped)[0]
 
 
 def overlap_figures(refs: list[str], answers: list[str],
                     stopped: list[bool]) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """({rouge1, rouge2, rougeL, bleu, format_adherence: {value, ci95}}, per-item values for pairing)."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer, tokenizers
     from sacrebleu.metrics import BLEU
 
-    from medtune.eval import style
-
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    # the tokenizer passed explicitly (= use_stemmer=True): without it rouge-score logs "Using default tokenizer."
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=tokenizers.DefaultTokenizer(True))
     per = [scorer.score(r, a) for r, a in zip(refs, answers)]
     out: dict[str, Any] = {}
     items: dict[str, list[float]] = {}
@@ -187,9 +232,11 @@ def overlap_figures(refs: list[str], answers: list[str],
 
 
 def answer_metrics(refs: list[str], answers: dict[str, tuple[list[str], list[bool]]],
-                   losses: dict[str, list[float]]) -> dict[str, Any]:
+                   losses: dict[str, list[float]], content_losses: dict[str, list[float]] | None = None
+                   ) -> dict[str, Any]:
     """A report entry for base vs tuned on the same items: answer loss/perplexity, overlap and format
-    figures with CIs, and paired bootstrap deltas (tuned - base) of answer loss, ROUGE-L and format."""
+    figures with CIs, and paired bootstrap deltas (tuned - base) of answer loss, ROUGE-L and format.
+    `content_losses`: per-item answer loss with the closing disclaimer removed (`answer_loss_no_disclaimer`)."""
     entry: dict[str, Any] = {"kind": "qa", "n": len(losses["tuned"]), "rejects": []}
     per: dict[str, dict[str, list[float]]] = {}
     for role, key in (("tuned", "metrics"), ("base", "base_metrics")):
@@ -197,9 +244,14 @@ def answer_metrics(refs: list[str], answers: dict[str, tuple[list[str], list[boo
         v, lo, hi = bootstrap_ci(losses[role])
         per[role]["answer_loss"] = losses[role]
         ppl = {"value": math.exp(v), "ci95": [math.exp(lo), math.exp(hi)]}
-        entry[key] = {"answer_loss": {"value": v, "ci95": [lo, hi]}, "perplexity": ppl, **figs}
-    entry["delta"] = {k: paired_bootstrap(per["tuned"][k], per["base"][k])
-                      for k in ("answer_loss", "rougeL", "format_adherence")}
+        entry[key] = {"answer_loss": {"value": v, "ci95": [lo, hi]}, "perplexity": ppl}
+        if content_losses:
+            v, lo, hi = bootstrap_ci(content_losses[role])
+            per[role]["answer_loss_no_disclaimer"] = content_losses[role]
+            entry[key]["answer_loss_no_disclaimer"] = {"value": v, "ci95": [lo, hi]}
+        entry[key].update(figs)
+    keys = ("answer_loss", "answer_loss_no_disclaimer", "rougeL", "format_adherence")
+    entry["delta"] = {k: paired_bootstrap(per["tuned"][k], per["base"][k]) for k in keys if k in per["tuned"]}
     return entry
 
 
@@ -223,14 +275,20 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
              output: Path, mcq_protocols: tuple[str, ...] = MCQ_PROTOCOLS, bf16: bool = False) -> dict[str, Any]:
     """Score every file with every model; bf16 runs the forwards under bf16 autocast (about 2.4x faster on
     CPUs with native bf16; lm-eval's own protocol is fp32, the default)."""
-    import contextlib
-
     import torch
 
     precision = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with precision:
         report = _evaluate(model_spec, base_spec, data, limit=limit, mcq_protocols=mcq_protocols)
     report["precision"] = "bf16" if bf16 else "fp32"
+    write_report(report, output)
+    return report
+
+
+def evaluate_safety(model_spec: str | None, base_spec: str | None, *, limit: int | None,
+                    output: Path) -> dict[str, Any]:
+    """`medtune eval --suite safety`: the red-team test split (eval/safety.py); writes report.json and report.md."""
+    report = safety_report(model_spec, base_spec, limit=limit)
     write_report(report, output)
     return report
 
@@ -242,8 +300,6 @@ def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit:
     report: dict[str, Any] = {"model": model_spec, "base": base_spec, "datasets": {}}
     for name, kind, rows, _ in loaded:
         if kind == "safety":  # guard + models' own answers, judged by the rubric (eval/safety.py)
-            from medtune.eval.safety import safety_report
-
             part = safety_report(model_spec, base_spec, limit=None, rows=rows, name=name)
             report["datasets"].update(part["datasets"])
     loaded = [item for item in loaded if item[1] != "safety"]
@@ -266,9 +322,12 @@ def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit:
         for name, roles in per_item.items():  # safety sets carry their own comparison (eval/safety.py)
             entry, t, b = report["datasets"][name], roles.get("model", []), roles.get("base", [])
             if not t or len(t) != len(b):
+                held = Path(model_spec) / "data" / "test.jsonl"
+                if not held.is_file() or held.stat().st_size == 0:  # `medtune train` holds out val only
+                    held = held.with_name("val.jsonl")
                 entry["delta_note"] = (f"no paired delta: {len(entry['contaminated'])} of the items are in the "
-                                       "run's training data and were excluded; score the run's held-out split "
-                                       f"({Path(model_spec) / 'data' / 'test.jsonl'}) instead")
+                                       f"run's training data and were excluded; score the run's held-out split "
+                                       f"({held}) instead")
                 log.warning("%s: %s", name, entry["delta_note"])
                 continue
             # QA pairs per-item answer loss (lower is better); the others pair per-item correctness
@@ -279,8 +338,6 @@ def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit:
 
 def _contamination(model_spec: str, loaded: list) -> dict[str, dict[int, str]]:
     """{dataset: {row index: row id}} of items overlapping the run's training data (runs only)."""
-    from medtune.eval import contamination as cont
-
     if not (Path(model_spec) / "data").is_dir():
         return {}
     grams, joined = cont.training_ngrams(cont.run_training_texts(model_spec))
@@ -293,10 +350,8 @@ def _contamination(model_spec: str, loaded: list) -> dict[str, dict[int, str]]:
 
 def write_report(report: dict[str, Any], output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
-    tmp = output / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(output / "report.json")
-    (output / "report.md").write_text(markdown(report))
+    atomic.write_json(output / "report.json", report, indent=2)
+    atomic.write_text(output / "report.md", markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -16,8 +16,10 @@ LABELS = ("yes", "no", "maybe")
 
 def pubmedqa_prompt(row: dict[str, Any], with_context: bool) -> str:
     ctx = row.get("context") or ""
-    if isinstance(ctx, dict):
-        ctx = " ".join(ctx.get("contexts", []))
+    if isinstance(ctx, dict):  # hub PubMedQA: {"contexts": [...], "labels": [...]}
+        ctx = ctx.get("contexts") or ""
+    if isinstance(ctx, list):
+        ctx = " ".join(map(str, ctx))
     question = f"Question: {str(row['question']).strip()}\nAnswer:"
     return f"Abstract: {str(ctx).strip()}\n{question}" if with_context and ctx else question
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtune import atomic
 from medtune.errors import MedtuneError
 from medtune.export import gguf_lora, gguf_model, ollama, parity
 from medtune.export.merged import save_merged
@@ -88,9 +89,7 @@ def export_run(run_dir: str | Path, fmt: str, quant: str | None = None, out: str
         (job.tmp / "export.json").write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
         passed = all(r["passed"] for r in info["parity"].get("results", []))
         final = job.final if passed else job.final.with_name(job.final.name + ".parity-failed")
-        if final.exists():
-            shutil.rmtree(final)
-        job.tmp.rename(final)
+        atomic.publish(job.tmp, final)  # a folder already there is swapped out in one step, then removed
     except OSError as e:
         shutil.rmtree(job.tmp, ignore_errors=True)
         raise MedtuneError(f"could not write the export to {job.final}: {e.strerror or e} "

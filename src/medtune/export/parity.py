@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from medtune import atomic
 from medtune.data.tokenize import Example, encode, with_system
 from medtune.eval.heldout import item_losses
 from medtune.model import llamacpp
@@ -123,18 +125,13 @@ def cached_run_answers(run_dir: Path, key_parts: list[Any], compute: Any) -> Ans
         return Answers(d["texts"], d["stopped"], d["perplexity"])
     ans = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"texts": ans.texts, "stopped": ans.stopped, "perplexity": ans.perplexity}),
-                   encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_json(path, {"texts": ans.texts, "stopped": ans.stopped, "perplexity": ans.perplexity}, indent=None)
     return ans
 
 
 def llamacpp_answers(gguf: Path, lora: Path | None, tok: Any, items: list[Item], system_prompt: str,
                      chat_template: str, stop_tokens: list[str], max_new_tokens: int) -> Answers:
     """The same prompts through llama.cpp: rendered with the run's template, greedy, stopped on its stop ids."""
-    import time
-
     threads = 1 if oversubscribed() else None  # as for torch (see fair_threads)
     llm = llamacpp.load_llama(gguf, lora=lora, n_ctx=2048, seed=0, n_threads=threads)
     stops = set(stop_token_ids(tok, stop_tokens)) | {llm.token_eos()}

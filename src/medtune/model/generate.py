@@ -11,9 +11,9 @@ import contextlib
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from medtune.data.tokenize import prompt_ids
+from medtune.progress import progress
 
 
 def adapter_off(model: Any, base: bool) -> Any:
@@ -44,7 +44,7 @@ def greedy_generate(model: Any, tok: Any, conversations: list[list[dict[str, str
     device = next(model.parameters()).device
     stops = stop_token_ids(tok, stop_tokens)
     with adapter_off(model, base):
-        for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        for s in progress(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
             idx = order[s: s + batch_size]
             width = max(len(prompts[i]) for i in idx)
             ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)

@@ -8,6 +8,7 @@ and stop tokens used in training are then, by construction, the ones used at inf
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from functools import cache
 from pathlib import Path
@@ -55,8 +56,6 @@ def token_text(llm: Any, token_id: int) -> str:
 @cache
 def _jinja_env() -> Any:
     """A sandboxed Jinja environment like the one transformers renders chat templates with."""
-    import json
-
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

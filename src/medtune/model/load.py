@@ -8,18 +8,21 @@ are cleared here, in one place, so saving and training treat it as the ordinary 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
 import os
-import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from medtune.config import LoraConfig, ModelConfig
+from medtune import atomic
+from medtune.config import DEFAULT_SYSTEM_PROMPT, LoraConfig, ModelConfig
 from medtune.errors import MedtuneError
 
 log = logging.getLogger("medtune.model")
@@ -78,8 +81,6 @@ def resolve(spec: str, gguf_file: str | None = None) -> ModelSource:
 
 def check_hub_model(repo_id: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not after a minute of retries, when a hub model can be neither cached nor fetched."""
-    import socket
-
     from huggingface_hub import constants, try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
@@ -110,35 +111,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MEDTUNE_CACHE", Path.home() / ".cache" / "medtune"))
 
 
+def converted_folder(gguf: Path) -> Path:
+    """Where dequantized_folder keeps a GGUF file's conversion: keyed by the file's path, size and modification
+    time, and the transformers version that converts it."""
+    import transformers
+
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode())
+    return cache_dir() / "gguf" / f"{gguf.stem}-{key.hexdigest()[:12]}"
+
+
 def dequantized_folder(src: ModelSource) -> Path:
     """A GGUF model converted once into an ordinary HF folder (fp32 safetensors + tokenizer), then reused.
 
     Parsing and de-quantizing a GGUF costs ~15 s on 2 cores (the file is read three times: config,
-    tokenizer, weights); loading the converted folder takes ~1 s. The cache key is the file's path, size
-    and modification time, and the transformers version that converted it.
+    tokenizer, weights); loading the converted folder takes ~1 s. See converted_folder for the cache key.
     """
-    import hashlib
-
-    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(src.path) / str(src.gguf_file)
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode())
-    folder = cache_dir() / "gguf" / f"{gguf.stem}-{key.hexdigest()[:12]}"
+    folder = converted_folder(gguf)
     if (folder / "config.json").exists():
         return folder
     log.info("converting %s to a plain model folder once (cached in %s)", gguf.name, folder)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
     model = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, dtype=torch.float32)
     clear_quantizer_marks(model)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process finished the same conversion first
-        shutil.rmtree(tmp, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.replacing(folder, keep_existing=True) as tmp:  # another process may finish the same conversion first
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return folder
 
 
@@ -253,10 +255,6 @@ def is_run(spec: str | Path) -> bool:
 
 def read_run(run_dir: str | Path) -> RunProvenance:
     """The base model config, system prompt, stop tokens, chat template and tokenizer of a run folder."""
-    import yaml
-
-    from medtune.config import DEFAULT_SYSTEM_PROMPT
-
     folder = Path(run_dir)
     try:
         cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
@@ -308,8 +306,6 @@ def load_for_inference(spec: str, cfg: ModelConfig | None = None) -> tuple[Any, 
 
 def load_scored_model(spec: str) -> tuple[Any, Any, str]:
     """(model, tokenizer, system prompt): a run is asked with the system prompt it was trained with."""
-    from medtune.config import DEFAULT_SYSTEM_PROMPT
-
     model, tok, src = load_for_inference(spec)
     prompt = read_run(spec).system_prompt if src.kind == "run" else DEFAULT_SYSTEM_PROMPT
     return model, tok, prompt

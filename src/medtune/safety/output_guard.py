@@ -12,17 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from medtune.data.dosing import gives_personal_dosing
 from medtune.data.phi import scrub
 from medtune.safety.policy import DISCLAIMER, Contacts, message
 
-_UNIT = r"(?:mg|mcg|µg|g|ml|mls|units?|iu|tablets?|tabs?|pills?|capsules?|caps?|puffs?|drops?|teaspoons?|tsp)"
-_PERSONAL_DOSING = re.compile(
-    r"(?:\byou\b[^.?!\n]{0,40}\b(?:take|use|give|inject|double|increase|start)\b[^.?!\n]{0,30}\d[\d.,/-]*\s*" + _UNIT
-    + r"\b|(?:^|[.!?]\s+|\n\s*[-*\d.)]*\s*)(?:take|give|inject|start on|increase to)\s+(?:\w+\s+){0,3}?\d[\d.,/-]*\s*"
-    + _UNIT + r"\b|\bi(?:'ll| will| would|'d| can)? (?:prescribe|recommend you take|write you a prescription)\b"
-    r"|\byour (?:dose|dosage) (?:is|should be|will be) \d)",
-    re.IGNORECASE,
-)
 _HAS_DISCLAIMER = re.compile(
     r"not (?:a substitute for )?(?:professional )?medical advice|general (?:health )?information|"
     r"(?:talk|speak) (?:to|with) (?:a|your) (?:doctor|clinician|pharmacist|healthcare|health care)|"
@@ -52,7 +45,7 @@ def filter_sentence(sentence: str) -> tuple[str, list[str]]:
     text, counts = scrub(sentence)
     if counts:
         changes.append("phi")
-    if _PERSONAL_DOSING.search(text):
+    if gives_personal_dosing(text):
         return "", [*changes, "dosing"]
     return text, changes
 
@@ -120,7 +113,3 @@ class SentenceRelease:
 
 def has_disclaimer(text: str) -> bool:
     return bool(_HAS_DISCLAIMER.search(text))
-
-
-def gives_personal_dosing(text: str) -> bool:
-    return bool(_PERSONAL_DOSING.search(text))

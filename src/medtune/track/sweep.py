@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medtune import atomic
 from medtune.config import Config, load_config, to_dict
 from medtune.errors import MedtuneError
 from medtune.track.record import RunRecord, build_record, finite, flatten
@@ -170,8 +171,8 @@ def write_reports(records: list[RunRecord], out_root: Path) -> None:
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     title = f"# Experiments: {out_root.name}\n\n"
-    (out_root / "experiments.md").write_text(title + runs_table(records, "markdown"), encoding="utf-8")
-    (out_root / "experiments.csv").write_text(runs_table(records, "csv"), encoding="utf-8", newline="")
+    atomic.write_text(out_root / "experiments.md", title + runs_table(records, "markdown"))
+    atomic.write_text(out_root / "experiments.csv", runs_table(records, "csv"))
     plot_runs(records, out_root / "experiments.png")
 
 
@@ -189,7 +190,8 @@ def plot_runs(records: list[RunRecord], path: Path) -> Path | None:
     _bars(fig.add_subplot(1, 2 if curves else 1, 1), records)
     if curves:
         _curves(fig.add_subplot(1, 2, 2), curves, best_run(records))
-    fig.savefig(path, dpi=100)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100)  # the temporary name ends like path: its suffix picks the format
     return Path(path)
 
 

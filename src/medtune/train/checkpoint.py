@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import random
 import shutil
@@ -23,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from medtune import atomic
 from medtune.errors import MedtuneError
 
 log = logging.getLogger("medtune.train")
@@ -34,32 +34,18 @@ def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(folder: Path, step: int, model: Any, optimizer: Any, scheduler: Any, keep: int, *,
          processes: int = 1) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step}"
-    tmp = folder / f".{PREFIX}{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(_trainable_state(model), str(tmp / FILES[0]))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                "python_rng": random.getstate()}, tmp / FILES[1])
-    sizes = {name: (tmp / name).stat().st_size for name in FILES}
-    (tmp / "step.json").write_text(json.dumps({"step": step, "processes": processes, "files": sizes}))
-    for name in (*FILES, "step.json"):
-        _fsync(tmp / name)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    _fsync(folder)
+    with atomic.replacing(final) as tmp:  # synced, then renamed into place (or swapped with an older step-N)
+        tmp.mkdir()
+        save_file(_trainable_state(model), str(tmp / FILES[0]))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                    "python_rng": random.getstate()}, tmp / FILES[1])
+        sizes = {name: (tmp / name).stat().st_size for name in FILES}
+        (tmp / "step.json").write_text(json.dumps({"step": step, "processes": processes, "files": sizes}))
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

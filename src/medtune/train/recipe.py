@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import shutil
 import signal
 import sys
@@ -30,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from medtune import atomic
 from medtune.config import Config
 from medtune.data.prepare import load_split
 from medtune.data.tokenize import Example, collate, encode, length_grouped_batches
 from medtune.errors import MedtuneError
+from medtune.model.loss import AnswerLoss
+from medtune.progress import progress
 from medtune.train import checkpoint, distributed
-from medtune.train.loss import AnswerLoss
 from medtune.train.probe import BestCheckpoint, choose_metric, load_probe, save_best
 from medtune.train.settings import Settings, make_optimizer, resolve_settings
 from medtune.train.trackers import Trackers
@@ -186,7 +188,7 @@ def train(cfg: Config, data_dir: Path, run_dir: Path, model: Any, tok: Any,
 
     autocast = acc.autocast
     stream = batches_from(step * t.grad_accum)
-    bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", disable=not main,
+    bar = progress(total=total_steps, initial=step, desc="training", unit="step", disable=not main,
                file=sys.stderr, dynamic_ncols=True)
     old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     last_eval = None
@@ -313,9 +315,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = [r for r in read_metrics(path) if int(r["step"]) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _last_loss(path: Path) -> float | None:
@@ -325,8 +325,6 @@ def _last_loss(path: Path) -> float | None:
 
 def _peak_memory_mb(device: str) -> float:
     """Peak memory of this process: CUDA allocator peak, or the CPU resident-set peak (Linux reports kB)."""
-    import resource
-
     if device == "cuda":
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

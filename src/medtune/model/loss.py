@@ -4,6 +4,8 @@ A causal LM head over a 49k-entry vocabulary for every prompt token is most of t
 model's step and most of its memory. Running the decoder, then the head only on hidden states whose next
 token is an answer token, gives exactly the same loss as full logits at a fraction of the cost.
 The wrapper is an `nn.Module` so DDP (accelerate/torchrun) wraps it and gradients still synchronise.
+It sits in the model layer because training minimises it and the held-out evaluation
+(`eval.heldout`) reports it per item: both must compute exactly the same number.
 """
 
 from __future__ import annotations

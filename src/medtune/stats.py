@@ -1,5 +1,8 @@
 """Confidence intervals for evaluation figures: percentile bootstrap over items, and a paired bootstrap
 for tuned minus base on the same items (both resample the same item indices, so item difficulty cancels).
+
+A bottom-layer module (numpy only): the evaluation suite and the safety guard's own measurements
+(`safety.measure`, which the guard's build uses) both report figures with these intervals.
 """
 
 from __future__ import annotations
