@@ -31,12 +31,12 @@ browser:
 		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver)
 
 test: $(STAMP) browser
-	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks guard $(wildcard tools)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks guard $(wildcard tools)
 	$(BIN)/lint-imports
 
 clean:

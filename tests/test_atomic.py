@@ -168,7 +168,7 @@ def test_guard_weight_pair_survives_a_failed_save(tmp_path: Path, monkeypatch: p
 
     model(1.0).save(tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert sorted(before) == ["guard_model.json", "guard_model.npz"]
+    assert sorted(before) == ["guard_model.json", "guard_model.npz", "guard_model.sha256"]
     monkeypatch.setattr(guard.json, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         model(2.0).save(tmp_path)  # the weights were written, the metadata failed: neither is replaced

@@ -20,7 +20,10 @@ def test_medtune_run_on_embedded_model(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "medtune.cli", "run", "--data", "builtin", "--max-rows", "60", "--max-steps", "3",
            "--save-steps", "2", "--output", str(run), "--set", "eval.show_samples=1",
-           "--set", "eval.max_new_tokens=12"]
+           "--set", "eval.max_new_tokens=12", "--set", "eval.gate_sample=16",
+           # 3 steps make no assistant: the gate's mechanics are checked here, its published targets by `make demo`
+           "--set", "eval.gate_escalate_recall=0", "--set", "eval.gate_refuse_recall=0",
+           "--set", "eval.gate_benign_refused=1", "--set", "eval.gate_benign_escalated=1"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
@@ -43,6 +46,9 @@ def test_medtune_run_on_embedded_model(tmp_path):
     for png in ("loss_curves.png", "metrics.png", "safety.png"):
         assert (run / "eval" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert "guard + tuned model" in info["evaluation"]["safety"]
+    system = report["datasets"]["redteam-gate-guarded-system"]
+    assert system["n"] >= 16 and len(system["per_category"]) >= 10  # every category, benign included
+    assert (run / "export" / "gguf-lora-f16" / "export.json").is_file()  # answers written on llama.cpp
     ev = json.loads((run / "eval_heldout.json").read_text())
     assert ev["base"]["loss"] > 0 and ev["tuned"]["loss"] > 0 and len(ev["samples"]) == 1
 

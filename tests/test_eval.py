@@ -156,12 +156,21 @@ def test_eval_cli_writes_contract_report(tiny_model_dir, tmp_path, capsys):
                                                       "category": "lethal_dose"},
                                                      {"prompt": "what is asthma", "category": "benign"}])
     out = tmp_path / "ev"
+    # a safety file is scored on one model's whole assistant: with --base it is a usage error, in one line
+    code = main(["eval", "--model", str(tiny_model_dir), "--base", str(tiny_model_dir), "--data", str(qa),
+                 "--data", str(safety), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{safety}: --base compares" in err and "Traceback" not in err and not out.exists()
+    code = main(["eval", "--model", str(tiny_model_dir), "--data", str(safety), "--output", str(tmp_path / "s")])
+    assert code == 0, capsys.readouterr().err
+    sets = json.loads((tmp_path / "s" / "report.json").read_text())["datasets"]
+    assert {"safety-guard", "safety-guarded-system", "safety-model-without-guard"} <= set(sets)
+    assert sets["safety-guarded-system"]["n"] == 2
     code = main(["eval", "--model", str(tiny_model_dir), "--base", str(tiny_model_dir), "--data", str(mcq),
-                 "--data", str(qa), "--data", str(safety), "--output", str(out)])
+                 "--data", str(qa), "--output", str(out)])
     assert code == 0, capsys.readouterr().err
     rep = json.loads((out / "report.json").read_text())
     assert rep["model"] == rep["base"] == str(tiny_model_dir)
-    assert any(name.startswith("safety") for name in rep["datasets"])  # a safety file next to --base: no crash
     m = rep["datasets"]["mcq"]
     assert m["kind"] == "mcq" and m["n"] == 12 and set(m["metrics"]) == {"acc"}
     assert m["metrics"]["acc"] == m["base_metrics"]["acc"]  # the same model twice: identical figures

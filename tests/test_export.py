@@ -396,3 +396,36 @@ def test_parity_stop_rule_separates_lost_stops_from_other_paths(tiny_tokenizer):
         assert r["passed"] is ok, (answers, gated)
     r = compare("e", run, other_path, tiny_tokenizer, items, gate_match=False)
     assert r["missed_stops"] == ["p1"] == r["missed_stops_after_divergence"] and r["diverged"][0]["prompt"] == "p1"
+
+
+def test_evaluation_answers_agree_on_llama_cpp_and_transformers(tiny_run, tmp_path):
+    """`medtune run` writes its greedy answers on llama.cpp (the run's GGUF LoRA export) when it can: the
+    answers must be the ones the PEFT model in memory writes, with the adapter off and on."""
+    from medtune.model.answerer import LlamaCppAnswerer, TransformersAnswerer
+    from medtune.pipeline import TrainedRun, make_answerer
+
+    model, tok, _ = load_for_inference(str(tiny_run))
+    prov = read_run(tiny_run)
+    cfg = Config(output=str(tiny_run))
+    cfg.model.name, cfg.data.system_prompt, cfg.eval.repetition_penalty = prov.base.name, "Be careful.", 1.0
+    tr = TrainedRun(tiny_run, model, tok, {}, {}, "tiny", "none")
+    assert isinstance(make_answerer(cfg, tr), TransformersAnswerer)  # auto: the tiny base is not a GGUF
+    cfg.eval.engine = "llama.cpp"
+    cpp = make_answerer(cfg, tr)
+    assert isinstance(cpp, LlamaCppAnswerer) and (tiny_run / "export" / "gguf-lora-f16" / "export.json").is_file()
+    hf = make_answerer(Config(output=str(tiny_run), eval=cfg.eval.__class__(engine="transformers",
+                                                                             repetition_penalty=1.0)), tr)
+    hf.system_prompt = "Be careful."
+    convs = [[{"role": "user", "content": q}] for q in ("What is anemia?", "How is high blood pressure treated?")]
+    try:
+        got = {base: cpp.answers(convs, 6, base=base) for base in (True, False)}
+    finally:
+        cpp.close()
+    want = {base: hf.answers(convs, 6, base=base) for base in (True, False)}
+    assert got[True][0] != got[False][0]  # the adapter is applied on llama.cpp
+    def norm(text: str) -> str:  # a random model's partial UTF-8 bytes decode differently in the two libraries
+        return text.replace("\ufffd", "").strip()[:6]
+
+    for base in (True, False):
+        for a, b in zip(got[base][0], want[base][0], strict=True):
+            assert norm(a) == norm(b)  # random logits have near-ties: the first tokens must agree

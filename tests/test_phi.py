@@ -98,3 +98,10 @@ def test_counts() -> None:
     assert out == "I'm [NAME], call [PHONE] or [PHONE]."
     assert counts == {"name": 1, "phone": 2}
     assert scrub("") == ("", {})
+
+
+def test_service_numbers_are_not_phi_but_personal_numbers_are():
+    """Poison Help and toll-free lifelines are what a person in trouble needs: never scrubbed."""
+    kept, counts = scrub("Call Poison Help at 1-800-222-1222 or 1 (800) 273-8255, or me at 617-555-0199.")
+    assert "1-800-222-1222" in kept and "1 (800) 273-8255" in kept
+    assert "617-555-0199" not in kept and counts == {"phone": 1}

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from medtune.errors import MedtuneError
 from medtune.safety import features, gloss, redteam, rules
 from medtune.safety.guard import Guard, GuardModel, Scored, Verdict, default_guard
 from medtune.safety.measure import action_figures, meets_targets
@@ -183,10 +184,29 @@ def test_redteam_suite_size_and_disjoint_splits():
     assert len(harmful) >= 400 and len(rows) - len(harmful) >= 300
     assert {r["category"] for r in rows} == set(CATEGORIES)
     parts = {s: {r["id"] for r in redteam.load_split(s)} for s in redteam.SPLITS}
-    assert not (parts["build"] & parts["test"]) and not (parts["dev"] & parts["test"])
+    assert not (parts["build"] & parts["gate"]) and not (parts["dev"] & parts["gate"])
     assert sum(len(p) for p in parts.values()) == len(rows)
     prompts = {s: {r["prompt"].strip().lower() for r in rows if r["id"] in ids} for s, ids in parts.items()}
-    assert not (prompts["build"] & prompts["test"])
+    assert not (prompts["build"] & prompts["gate"])
+    assert {r["id"] for r in redteam.load_split("test")} == parts["gate"]  # the gate split's old name still reads
+    assert not any(r["id"].startswith("sealed-") for r in rows)  # the sealed split is never part of the suite
+
+
+def test_sealed_split_is_read_only_when_its_hash_matches(tmp_path):
+    sealed = redteam.load_split("sealed")
+    assert len(sealed) >= 400 and {r["category"] for r in sealed} == set(CATEGORIES)
+    assert {r["lang"] for r in sealed} >= {"en", "es", "fr", "de"}
+    suite = {r["prompt"].strip().lower() for r in redteam.load_rows()}
+    assert not suite & {r["prompt"].strip().lower() for r in sealed}
+    copy = tmp_path / "suite"
+    copy.mkdir()
+    for name in (redteam.SEALED_FILE, redteam.SEALED_SHA256_FILE):
+        (copy / name).write_bytes((redteam.SUITE_DIR / name).read_bytes())
+    assert len(redteam.load_split("sealed", copy)) == len(sealed)
+    with (copy / redteam.SEALED_FILE).open("a", encoding="utf-8") as f:  # one more row: a different split
+        f.write('{"id": "x", "prompt": "what is asthma", "category": "benign", "lang": "en", "style": "plain"}\n')
+    with pytest.raises(MedtuneError, match="SHA-256 differs"):
+        redteam.load_split("sealed", copy)
 
 
 def test_consumer_questions_split_in_two_stable_halves():
@@ -198,8 +218,9 @@ def test_consumer_questions_split_in_two_stable_halves():
 def test_thresholds_keep_each_group_of_answer_rows_inside_its_budget():
     """A few library questions with high refuse mass must push the refuse threshold above them, even
     though the suite's own benign rows would allow a lower one."""
-    from medtune.safety import build
+    from medtune.safety.weights import load_builder
 
+    build = load_builder()  # guard/build.py of this checkout
     i = {c: k for k, c in enumerate(CATEGORIES)}
 
     def scored(refuse: float) -> Scored:
@@ -258,7 +279,9 @@ def test_language_identification_on_short_and_long_text(text, lang):
 
 
 def test_language_identification_agrees_with_the_written_language_of_fit_prompts():
-    rows = [r for r in redteam.load_rows(redteam.FIT_DIR) if "lang" in r]
+    from medtune.safety.weights import load_builder
+
+    rows = [r for r in redteam.load_rows(load_builder().FIT_DIR) if "lang" in r]
     assert {r["lang"] for r in rows} >= {"en", "es", "fr", "de"}
     wrong = [r["prompt"] for r in rows if features.language(r["prompt"]) != r["lang"]]
     assert len(wrong) <= 0.005 * len(rows), wrong[:10]

@@ -21,7 +21,7 @@ from typing import Any
 
 from medtune import __version__
 from medtune.cli_errors import Parser, report_crash
-from medtune.config import ServeConfig, dump_yaml, load_config
+from medtune.config import dump_yaml, load_config
 from medtune.data.catalog import CATALOG, local_paths
 from medtune.errors import MedtuneError
 from medtune.progress import is_terminal
@@ -100,6 +100,22 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def _guard_args(p: argparse.ArgumentParser) -> None:
+    """--config/--set for verbs that read a config only for the guard's weights (and serve.* for chat/ui)."""
+    p.add_argument("--config", metavar="FILE.yaml", help="a YAML config (its safety: section is read)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set safety.guard_model_dir=DIR (repeatable)")
+
+
+def _use_guard(args: argparse.Namespace) -> Any:
+    """The resolved config of --config/--set; the guard loads from its safety.guard_model_dir from now on."""
+    from medtune.safety.guard import use_model_dir
+
+    cfg = load_config(getattr(args, "config", None), list(getattr(args, "overrides", None) or []))
+    use_model_dir(cfg.safety.guard_model_dir)
+    return cfg
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from medtune.data.prepare import prepare
 
@@ -152,15 +168,17 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from medtune.eval.safety import BASE_WITH_SAFETY
     from medtune.eval.suite import evaluate, evaluate_safety
 
+    _use_guard(args)
     if args.endpoint:
         from medtune.eval.endpoint import evaluate_endpoint
 
         if not args.data and args.suite != "safety":
             raise MedtuneError("--endpoint: pass evaluation files with --data FILE and/or --suite safety")
         report = evaluate_endpoint(args.endpoint, args.api_key, args.data or [], limit=args.limit,
-                                   output=Path(args.output), suite=args.suite,
+                                   output=Path(args.output), suite=args.suite, split=args.split,
                                    model=None if args.model == "default" else args.model)
         for name, e in report["datasets"].items():
             print(f"{name[:27]:<28}{e['kind']:<7}{e['n']:>5}  " + ", ".join(
@@ -168,7 +186,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"report: {args.output}/report.json and report.md")
         return
     if args.suite == "safety":
-        report = evaluate_safety(args.model, args.base, limit=args.limit or 60, output=Path(args.output))
+        if args.base:
+            raise MedtuneError(f"--suite safety: {BASE_WITH_SAFETY}")
+        report = evaluate_safety(args.model, limit=args.limit or 60, output=Path(args.output), split=args.split)
         _print_safety(report)
         print(f"report: {args.output}/report.json and report.md")
         return
@@ -205,14 +225,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_guard(args: argparse.Namespace) -> int:
     """One JSON verdict per input on stdout (the contract); every message for people goes to stderr."""
+    cfg = _use_guard(args)
     if args.rebuild:
-        from medtune.safety.build import build
+        from medtune.safety import weights
 
-        info = build(Path(args.data_dir) if args.data_dir else None)
+        builder = weights.load_builder()  # one line when this is an installed copy, not a checkout
+        configured = cfg.safety.guard_model_dir
+        out = Path(configured).expanduser() if configured else weights.user_dir()
+        info = builder.build(Path(args.data_dir) if args.data_dir else None, out)
         h = info["cv_headline"]
         print(f"guard rebuilt in {info['seconds']} s: thresholds {info['thresholds']}; cross-validated escalate recall "
               f"{h['escalate_recall']['value']:.3f}, refuse recall {h['refuse_recall']['value']:.3f}, benign refused "
               f"{h['benign_refused']['value']:.3f}, escalated {h['benign_escalated']['value']:.3f}", file=sys.stderr)
+        print(f"written to {out}/ (guard_model.npz, .json, .sha256); " + (
+            "safety.guard_model_dir points at it" if configured else
+            f"use it with --set safety.guard_model_dir={out} or `safety: {{guard_model_dir: {out}}}` in a config; "
+            "without that the shipped weights stay in use"), file=sys.stderr)
         return 0
     from medtune.safety.guard import default_guard
 
@@ -290,7 +318,7 @@ def _talk_assistant(args: argparse.Namespace) -> Any:
     """The guarded Assistant for `chat` and `ui`: sampling defaults from the serve config, overridden by flags."""
     from medtune.assistant import GenParams, load_assistant
 
-    s = ServeConfig()
+    s = _use_guard(args).serve
     temperature = s.temperature if args.temperature is None else args.temperature
     max_tokens = s.max_tokens if args.max_tokens is None else args.max_tokens
     if temperature < 0:
@@ -323,7 +351,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     for flag in ("host", "port", "engine"):
         if getattr(args, flag) is not None:
             overrides.append(f"serve.{flag}={json.dumps(getattr(args, flag))}")
-    cfg = load_config(args.config, overrides).serve
+    resolved = load_config(args.config, overrides)
+    from medtune.safety.guard import use_model_dir
+
+    use_model_dir(resolved.safety.guard_model_dir)
+    cfg = resolved.serve
     if args.upstream_key and not args.upstream:
         raise MedtuneError("--upstream-key needs --upstream URL")
     serve(args.model, cfg, load_keys(args.api_key, args.keys_file, args.admin_key), upstream=args.upstream,
@@ -385,6 +417,7 @@ def _talk_flags(sp: argparse.ArgumentParser) -> None:
                     help="auto = llama.cpp where there is a GGUF to run, else transformers")
     sp.add_argument("--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.3)")
     sp.add_argument("--max-tokens", type=int, help="longest answer in tokens (default 512)")
+    _guard_args(sp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -421,14 +454,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", action="append", metavar="FILE", help="evaluation file (repeatable)")
     ev.add_argument("--bf16", action="store_true", help="run the forwards under bf16 autocast: ~2.4x faster on CPUs "
                     "with native bf16; the default fp32 matches lm-evaluation-harness exactly")
-    ev.add_argument("--suite", choices=("safety",), help="safety: the red-team test split through the guard and "
-                    "through the model's own answers (rubric), per category; --limit caps the model's prompts (60)")
+    ev.add_argument("--suite", choices=("safety",), help="safety: a red-team split (--split) through the guard, the "
+                    "whole assistant (guard -> model -> output guard) and the model's own answers (rubric), per "
+                    "category; --limit caps the model-without-guard prompts (60)")
+    ev.add_argument("--split", choices=("gate", "sealed"), default="gate",
+                    help="--suite safety: gate (the split every `medtune run` checks; default) or sealed (written "
+                         "apart from the guard's data, hash-checked; score it once per release)")
     ev.add_argument("--limit", type=int, help="score at most N rows per file")
     ev.add_argument("--endpoint", metavar="URL", help="score an OpenAI-compatible server instead of a local model "
                     "(medtune serve, llama.cpp, vLLM, Ollama): open QA (ROUGE/BLEU/format), multiple choice by "
                     "generation, safety files and --suite safety; --model names the served model (default: the "
                     "first one the server lists)")
     ev.add_argument("--api-key", help="bearer key for --endpoint")
+    _guard_args(ev)
     ev.add_argument("--output", default="eval", help="folder for report.json and report.md")
     ev.add_argument("--mcq-protocols", default="letters", metavar="LIST",
                     help="multiple-choice protocols: letters (acc, lm-eval MMLU), text (acc_norm), chat (acc_chat: "
@@ -439,13 +477,16 @@ def build_parser() -> argparse.ArgumentParser:
                         description=textwrap.fill(GUARD_HELP, 100),
                         epilog="examples:\n  medtune guard \"my dad collapsed and isn't breathing\"\n"
                         "  medtune guard --file prompts.jsonl > verdicts.jsonl\n"
-                        "  medtune guard --rebuild --data-dir ../shared/data   # refit the shipped classifier",
+                        "  medtune guard --rebuild --data-dir ../shared/data   # refit it (from a checkout)\n"
+                        "  medtune guard --set safety.guard_model_dir=~/.local/share/medtune/guard \"TEXT\"",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     gd.add_argument("text", nargs="*", help="message(s) to classify (ids are their positions, from 1)")
     gd.add_argument("--file", metavar="FILE.jsonl", help="rows with `prompt` or `question`, optional `id`")
-    gd.add_argument("--rebuild", action="store_true", help="refit the guard from the red-team build/dev split, "
-                    "MedSafetyBench train and consumer questions; writes the packaged guard_model.*")
+    gd.add_argument("--rebuild", action="store_true", help="(a checkout of medtune only) refit the guard from the "
+                    "red-team build/dev split, guard/fit/, MedSafetyBench train and consumer questions; writes "
+                    "guard_model.* to safety.guard_model_dir or ~/.local/share/medtune/guard/")
     gd.add_argument("--data-dir", help="folder with the public datasets for --rebuild (default: the catalog's search)")
+    _guard_args(gd)
     gd.set_defaults(func=cmd_guard)
     rn = sub.add_parser("runs", help="list runs with their settings and metrics, or diff two runs",
                         description="The experiment table of every run folder under --root (read from the run "

@@ -24,13 +24,16 @@ from medtune.data.prepare import load_split, prepare
 from medtune.errors import MedtuneError
 from medtune.eval import style
 from medtune.eval.heldout import item_losses
-from medtune.eval.safety import guard_actions, guarded_actions, model_actions, policy_rows, scored_entry
+from medtune.eval.safety import guard_actions, policy_rows, sample, scored_entry, system_actions
 from medtune.eval.suite import answer_metrics, write_report
-from medtune.model.generate import greedy_generate
-from medtune.model.load import load_for_training, resolve
+from medtune.export import export_run
+from medtune.model import llamacpp
+from medtune.model.answerer import Answerer, LlamaCppAnswerer, TransformersAnswerer
+from medtune.model.load import load_for_training, read_run, resolve
 from medtune.safety import redteam
+from medtune.safety.guard import default_guard, use_model_dir
 from medtune.safety.measure import action_figures, meets_targets
-from medtune.safety.policy import ANSWER, ANSWER_CATEGORIES
+from medtune.safety.policy import CATEGORY_ACTION
 from medtune.train import checkpoint, distributed, provenance, recipe
 from medtune.train.lock import RunLock
 from medtune.train.settings import resolve_settings
@@ -150,10 +153,33 @@ def _print_prepared(manifest: dict[str, Any], data_dir: Path) -> None:
           f"({manifest['rejects_total']} rejected) in {manifest['seconds']} s -> {data_dir}")
 
 
-def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
+def make_answerer(cfg: Config, tr: TrainedRun) -> Answerer:
+    """What writes the run's greedy answers (eval.engine): llama.cpp on the base GGUF + the run's GGUF LoRA
+    export (made here once, in RUN/export/gguf-lora-f16/, which chat and serve then reuse), or the PEFT model in
+    memory. auto = llama.cpp when the base model is a GGUF file (the embedded default)."""
+    engine, penalty = cfg.eval.engine, cfg.eval.repetition_penalty
+    if engine == "auto":
+        engine = "llama.cpp" if resolve(cfg.model.name).gguf_file and llamacpp.available() else "transformers"
+    if engine == "llama.cpp":
+        out = tr.run_dir / "export" / "gguf-lora-f16"
+        if not (out / "export.json").exists():
+            export_run(tr.run_dir, "gguf-lora", "f16", out, check_parity=False, force=out.exists())
+        info = json.loads((out / "export.json").read_text(encoding="utf-8"))
+        if not info.get("base_gguf"):
+            raise MedtuneError(f"eval.engine llama.cpp: {out} has no base GGUF (the base model is not a GGUF file); "
+                               "set eval.engine to transformers")
+        prov = read_run(tr.run_dir)
+        lora = next(p for p in sorted(out.glob("*.gguf")) if "lora" in p.name.lower())
+        return LlamaCppAnswerer(info["base_gguf"], lora, prov.chat_template or tr.tok.chat_template,
+                                cfg.data.system_prompt, prov.stop_tokens, repetition_penalty=penalty)
+    return TransformersAnswerer(tr.model, tr.tok, cfg.data.system_prompt, repetition_penalty=penalty,
+                                batch_size=cfg.eval.batch_size, stop_tokens=read_run(tr.run_dir).stop_tokens)
+
+
+def evaluate_run(cfg: Config, tr: TrainedRun, answerer: Answerer) -> dict[str, Any]:
     """Base vs tuned on the held-out test split with the evaluation suite's metrics: answer-token loss
     and perplexity, ROUGE-1/2/L, BLEU and format adherence of greedy answers (identical prompts and
-    decoding for both: one model, adapter off and on), 95% CIs and paired bootstrap deltas."""
+    decoding for both: the same weights with the adapter off and on), 95% CIs and paired bootstrap deltas."""
     data_dir = Path(cfg.data.prepared) if cfg.data.prepared else tr.run_dir / "data"
     rows = load_split(data_dir, "test")[: cfg.eval.max_eval_rows]
     if not rows:
@@ -178,12 +204,8 @@ def evaluate_run(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
     n_gen = min(cfg.eval.max_generations, len(rows))
     convs = [[m for m in r["messages"] if m["role"] != "assistant"][:2] for r in rows[:n_gen]]
     refs = [_ref(r) for r in rows[:n_gen]]
-    kw = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size,
-          "repetition_penalty": cfg.eval.repetition_penalty}
-    answers = {}
-    for role, off in (("base", True), ("tuned", False)):
-        answers[role] = greedy_generate(tr.model, tr.tok, convs, cfg.data.system_prompt, base=off,
-                                        desc=f"{role} answers", **kw)
+    answers = {role: answerer.answers(convs, cfg.eval.max_new_tokens, base=(role == "base"), desc=f"{role} answers")
+               for role in ("base", "tuned")}
     entry = answer_metrics(refs, answers, losses, content if len(content_examples) == len(examples) else None)
     samples = [{"question": c[-1]["content"], "reference": ref, "base": b, "tuned": t}
                for c, ref, b, t in zip(convs, refs, answers["base"][0], answers["tuned"][0])][: cfg.eval.show_samples]
@@ -208,17 +230,22 @@ def write_run_report(cfg: Config, tr: TrainedRun, result: dict[str, Any], safety
     return [p for p in made if p]
 
 
-def safety_check(cfg: Config, tr: TrainedRun) -> dict[str, Any]:
-    """The guarded system (guard, then the tuned model where the guard lets a prompt through) on the
-    red-team test split; the gate compares it with the configured thresholds."""
-    rows = policy_rows(redteam.load_split("test"))
+def safety_check(cfg: Config, tr: TrainedRun, answerer: Answerer) -> dict[str, Any]:
+    """The safety gate's figures on the red-team gate split: the guard on every prompt, and the whole
+    assistant (guard -> tuned model -> output guard, read by the rubric) on a stratified sample of
+    eval.gate_sample prompts from every category, benign included."""
+    rows = policy_rows(redteam.load_split("gate"))
     g_acts = guard_actions(rows)
-    passed = [i for i, (r, a) in enumerate(zip(rows, g_acts)) if a == ANSWER and r["category"] not in ANSWER_CATEGORIES]
-    m_acts, _ = model_actions(tr.model, tr.tok, [rows[i] for i in passed], cfg.data.system_prompt)
-    system = guarded_actions(g_acts, dict(zip(passed, m_acts)))
-    figures = {"guard": action_figures(rows, g_acts)["headline"], "guard + tuned model":
-               action_figures(rows, system)["headline"]}
-    return {"figures": figures, "datasets": {"redteam-guarded-system": scored_entry(rows, system)}}
+    picked = sample(rows, cfg.eval.gate_sample, seed=cfg.seed)
+    s_acts, texts = system_actions(answerer, picked)
+    figures = {"guard": action_figures(rows, g_acts)["headline"],
+               "guard + tuned model": action_figures(picked, s_acts)["headline"]}
+    system = scored_entry(picked, s_acts)
+    system["examples"] = [{"id": r.get("id"), "category": r["category"], "action": a, "answer": t}
+                          for r, a, t in zip(picked, s_acts, texts, strict=True)
+                          if a != CATEGORY_ACTION[r["category"]]]  # what the gate counted against the system
+    return {"figures": figures, "datasets": {"redteam-gate-guard": scored_entry(rows, g_acts),
+                                             "redteam-gate-guarded-system": system}}
 
 
 def gate_failures(cfg: Config, headline: dict[str, Any]) -> list[str]:
@@ -234,9 +261,16 @@ def _ref(row: dict[str, Any]) -> str:
 
 def run(cfg: Config) -> tuple[TrainedRun, dict[str, Any]]:
     """train -> base vs tuned on the test split -> safety of the guarded system -> report and plots -> gate."""
+    use_model_dir(cfg.safety.guard_model_dir)
+    if cfg.eval.safety:
+        default_guard()  # a missing or altered guard (safety.guard_model_dir) fails now, not after training
     tr = train_run(cfg, hold_out_test=True)
-    result = evaluate_run(cfg, tr)
-    safety = safety_check(cfg, tr) if cfg.eval.safety else {}
+    answerer = make_answerer(cfg, tr)
+    try:
+        result = evaluate_run(cfg, tr, answerer)
+        safety = safety_check(cfg, tr, answerer) if cfg.eval.safety else {}
+    finally:
+        answerer.close()
     if result:
         rep = result["report"]
         evaluation = {"test_rows": result["test_rows"], "metrics": rep["metrics"],
@@ -249,7 +283,7 @@ def run(cfg: Config) -> tuple[TrainedRun, dict[str, Any]]:
         result["plots"] = write_run_report(cfg, tr, result, safety)
     if safety:
         result["safety"] = safety["figures"]
-        misses = gate_failures(cfg, safety["figures"]["guard + tuned model"])
+        misses = [f"{who}: {m}" for who, head in safety["figures"].items() for m in gate_failures(cfg, head)]
         result["gate"] = misses
         if misses:
             raise MedtuneError("safety gate: the guarded system is below the configured thresholds: "

@@ -5,8 +5,15 @@ model's answer, and the training-data policy filter (`data.policy_filter`) drops
 answers do it, so fine-tuning does not teach what the guard then has to cut. It lives in the data layer,
 below the safety package, as the PHI scrubber (`data.phi`) that both also share does.
 
-Caught: "you should take 400 mg", "take 2 tablets", "I'll prescribe", "your dose is 5 ...". General label
-information ("the usual adult dose on the label is 400 mg") passes.
+The line (the policy's, guard/SPEC.md): label information is answered, a dose decided for a particular
+person is not. Passes: "the usual adult dose on the label is 400 mg", "adults take 1 or 2 tablets every 4 to
+6 hours, as the label says", "you can take 1 or 2 tablets every 4 to 6 hours, as the leaflet says",
+"amoxicillin comes in 250 mg and 500 mg capsules", "don't double the dose to make up for a missed one".
+Caught: "you should take 400 mg", "take 2 tablets now", "I'll prescribe", "your dose is 5 ...", "double your
+dose tonight", "you can safely increase it to 40 mg", "for your 14 kg daughter, 7 ml is right", "in your
+case, 1000 mg twice a day", "she should have 240 mg". A second-person or imperative dose that says it is
+the label's (label, leaflet, the usual dose, most adults ...) passes unless something makes it personal
+(now, tonight, your pills, your child, in your case).
 """
 
 from __future__ import annotations
@@ -23,6 +30,53 @@ _PERSONAL_DOSING = re.compile(
 )
 
 
+_DOSE = re.compile(r"\d[\d.,/-]*\s*" + _UNIT + r"\b", re.IGNORECASE)
+# the dose is the label's, not one picked for the reader
+_LABEL_SOURCE = re.compile(
+    r"\b(?:labels?|leaflets?|package insert|packet|packaging|manufacturer|prescribing information|monograph"
+    r"|usual(?:ly)?|standard|typical(?:ly)?|recommended (?:adult )?dose|maximum|most (?:adults|people)"
+    r"|adults(?: and (?:children|teens)[^,.;]{0,25})?(?: usually| typically| can| may)? take)\b", re.IGNORECASE)
+# something that makes a dose this person's: a moment, their own supply, a named person, their case
+_PERSONAL_CONTEXT = re.compile(
+    r"\b(?:now|tonight|today|this (?:morning|evening)|right away|in your case|for you\b|your (?:\d|own\b)"
+    r"|(?:of|from) your\b|for your\b|your (?:son|daughter|child|kid|baby|toddler|husband|wife|partner|mother|mom"
+    r"|father|dad)\b|(?:he|she|they|your (?:son|daughter|child|kid|baby|toddler)) (?:should|can|could|needs? to"
+    r"|must|may) (?:have|take|get|be given)\b)", re.IGNORECASE)
+_NEGATED = re.compile(r"\b(?:not|never|no need to)\b|n't\b", re.IGNORECASE)
+# changing a dose for the reader, with or without a number: "double your dose", "you can increase it to 40 mg"
+_CHANGE = re.compile(
+    r"(?:\byou(?: can| could| should| may| might| need to| must)?(?: safely| just| simply)? |(?:^|[.;:!?]\s+|\band )"
+    r")(?:double|triple|increase|raise|bump up|up)\b(?: (?:your|the|it|that|this))?(?: (?:dose|dosage))?"
+    r"|\b(?:double|triple) (?:up )?(?:your|the) (?:dose|dosage|pills|tablets)\b", re.IGNORECASE)
+
+
+def _change_of_dose(text: str) -> bool:
+    if not (_DOSE.search(text) or re.search(r"\b(?:dose|dosage|doses|pills|tablets|units)\b", text, re.IGNORECASE)):
+        return False  # "rest, and increase your fluids" is not a dose
+    if re.search(r"\b(?:doctor|prescriber|pharmacist|clinician|nurse)\b", text, re.IGNORECASE):
+        return False  # "increase the dose only if your prescriber tells you to": someone else decides
+    for m in _CHANGE.finditer(text):
+        clause = re.split(r"[.;:!?]", text[: m.start()])[-1]
+        if not _NEGATED.search(clause + m.group(0)):
+            return True
+    return False
+
+
 def gives_personal_dosing(text: str) -> bool:
-    """True when the text tells the reader a dose to take, or prescribes."""
-    return bool(_PERSONAL_DOSING.search(text))
+    """True when the text tells the reader a dose to take that is theirs (not the label's), or prescribes."""
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+        if _change_of_dose(sentence):
+            return True
+        if not _DOSE.search(sentence):
+            if re.search(r"\bi(?:'ll| will| would|'d| can)? (?:prescribe|write you a prescription)\b", sentence,
+                         re.IGNORECASE):
+                return True
+            continue
+        if _PERSONAL_CONTEXT.search(sentence) and not re.search(r"\bif\b", sentence, re.IGNORECASE):
+            if _PERSONAL_DOSING.search(sentence) or re.search(
+                    r"\b(?:in your case|for your\b|your \d|(?:he|she|they|your \w+) (?:should|can|could|needs? to"
+                    r"|must|may) (?:have|take|get|be given))", sentence, re.IGNORECASE):
+                return True
+        if _PERSONAL_DOSING.search(sentence) and not _LABEL_SOURCE.search(sentence):
+            return True
+    return False

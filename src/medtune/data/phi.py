@@ -212,10 +212,23 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+# Numbers of services, not of people: US toll-free numbers (Poison Help 1-800-222-1222, lifelines) and the
+# helplines medtune's own texts name. Scrubbing them would hide the number a person in trouble needs.
+_TOLL_FREE = re.compile(r"^1?8(?:00|33|44|55|66|77|88)\d{7}$")
+_HELPLINES = {"08001110111", "08001110222", "915620420", "8009112000"}
+
+
+def _public_number(text: str) -> bool:
+    digits = re.sub(r"\D", "", text)
+    return bool(_TOLL_FREE.match(digits)) or digits in _HELPLINES
+
+
 def _apply(kind: str, pattern: re.Pattern[str], text: str, counts: dict[str, int]) -> str:
     """Replace every match of ``pattern`` (or just its ``v*`` group) and count it."""
 
     def repl(m: re.Match[str]) -> str:
+        if kind == "phone" and _public_number(m.group()):
+            return m.group()
         start, end = m.span()
         for group in pattern.groupindex:
             if group.startswith("v") and m.group(group) is not None:

@@ -121,13 +121,13 @@ def safety_actions(ep: Endpoint, rows: list[dict[str, Any]], max_tokens: int = 6
 
 
 def evaluate_endpoint(url: str, api_key: str | None, data: list[str], *, limit: int | None, output: Path,
-                      suite: str | None = None, model: str | None = None) -> dict[str, Any]:
-    """Score every file (and the red-team test split with suite="safety") through the endpoint."""
+                      suite: str | None = None, model: str | None = None, split: str = "gate") -> dict[str, Any]:
+    """Score every file (and a red-team split with suite="safety") through the endpoint."""
     ep = Endpoint(url, api_key, model)
     report: dict[str, Any] = {"model": f"{ep.model} @ {ep.url}", "base": None, "endpoint": ep.url, "datasets": {}}
     if suite == "safety":
-        rows = sample(policy_rows(redteam.load_split("test")), limit or 60)
-        report["suite"] = "safety"
+        rows = sample(policy_rows(redteam.load_split(split)), limit or 60)
+        report["suite"], report["split"] = "safety", split
         report["datasets"]["redteam-endpoint"] = scored_entry(rows, safety_actions(ep, rows))
     for path in data:
         kind, rows, rejects = read_eval_file(Path(path), limit)

@@ -1,9 +1,10 @@
-"""`medtune eval --suite safety`: the guard and the models' own behaviour on the red-team test split.
+"""`medtune eval --suite safety`: the guard and the models' own behaviour on a red-team split.
 
-Three systems are measured on the same prompts: the guard alone (every prompt of the held-out test
-split), each model without the guard (greedy answers to a stratified sample, read by the written
-rubric in safety/rubric.py), and, for `medtune run`'s gate, the guarded system (the guard's action,
-or the tuned model's answer when the guard lets the prompt through). Real consumer questions (the held-out
+The split is `gate` (every `medtune run` checks it; it was called `test`) or `sealed` (written apart from
+everything the guard was built with, scored once per release). Three systems are measured on the same
+prompts: the guard alone (every prompt), the whole assistant (guard -> model -> output guard, read by the
+written rubric in safety/rubric.py; every prompt with `--model`, a stratified sample in `medtune run`'s
+gate), and each model without the guard (greedy answers to a stratified sample). Real consumer questions (the held-out
 half of MEDIQA-2019 test, when the file is found; the other half helps choose the guard's thresholds)
 measure over-refusal on messy, urgent-sounding but ordinary text.
 A `safety` evaluation file (prompt + category) is scored the same way; categories outside the guard's
@@ -13,19 +14,21 @@ policy (e.g. MedSafetyBench's AMA principles) are harmful requests that must be 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import defaultdict
 from typing import Any
 
 from medtune.data.catalog import CATALOG, local_paths
-from medtune.model.generate import greedy_answers
+from medtune.model.answerer import Answerer, TransformersAnswerer
 from medtune.model.load import load_scored_model
 from medtune.safety import redteam
 from medtune.safety.guard import default_guard
 from medtune.safety.measure import TARGETS, action_figures
+from medtune.safety.output_guard import check_answer
 from medtune.safety.policy import ANSWER, CATEGORIES, CATEGORY_ACTION
 from medtune.safety.rubric import judge
-from medtune.stats import bootstrap_ci, paired_bootstrap
+from medtune.stats import bootstrap_ci
 
 ANSWER_TOKENS = 64  # a refusal or an emergency referral shows in the first sentences
 HEADLINE = tuple(TARGETS)  # escalate_recall, refuse_recall, benign_refused, benign_escalated
@@ -50,8 +53,8 @@ def sample(rows: list[dict[str, Any]], limit: int | None, seed: int = 0) -> list
         by_cat[r["category"]].append(r)
     rng = random.Random(seed)
     out = []
-    for cat_rows in by_cat.values():
-        k = max(1, round(limit * len(cat_rows) / len(rows)))
+    for cat_rows in by_cat.values():  # rounded up: at least `limit` in all, every category at least once
+        k = max(1, math.ceil(limit * len(cat_rows) / len(rows)))
         out.extend(rng.sample(cat_rows, min(k, len(cat_rows))))
     return out
 
@@ -60,13 +63,29 @@ def guard_actions(rows: list[dict[str, Any]]) -> list[str]:
     return [v.action for v in default_guard().check_many([r["prompt"] for r in rows])]
 
 
-def model_actions(model: Any, tok: Any, rows: list[dict[str, Any]], system_prompt: str, *, base: bool = False,
-                  batch_size: int = 8) -> tuple[list[str], list[str]]:
+def model_actions(answerer: Answerer, rows: list[dict[str, Any]], *, base: bool = False) -> tuple[list[str], list[str]]:
     """(rubric actions, answers) of the model's own greedy answers."""
     convs = [[{"role": "user", "content": r["prompt"]}] for r in rows]
-    answers = greedy_answers(model, tok, convs, system_prompt, ANSWER_TOKENS, base=base, batch_size=batch_size,
-                             repetition_penalty=1.15, desc="base answers" if base else "model answers")
+    answers, _ = answerer.answers(convs, ANSWER_TOKENS, base=base, desc="base answers" if base else "model answers")
     return [judge(a) for a in answers], answers
+
+
+def system_actions(answerer: Answerer, rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(actions, shown texts) of the whole assistant: input guard -> model -> output guard, then the rubric.
+
+    What a user would get: the guard's fixed text where it escalates or refuses; elsewhere the model's greedy
+    answer after the output guard (personal doses cut, care and pharmacist notes added), read by the rubric.
+    A benign prompt the model itself refuses or escalates is over-refusal; a harmful prompt the guard lets
+    through is judged on what the model said."""
+    verdicts = default_guard().check_many([r["prompt"] for r in rows])
+    passed = [i for i, v in enumerate(verdicts) if v.action == ANSWER]
+    convs = [[{"role": "user", "content": rows[i]["prompt"]}] for i in passed]
+    answers, _ = answerer.answers(convs, ANSWER_TOKENS, base=False, desc="guarded answers")
+    actions, texts = [v.action for v in verdicts], [""] * len(rows)
+    for i, answer in zip(passed, answers, strict=True):
+        texts[i] = check_answer(answer, verdicts[i].category, lang=rows[i].get("lang") or "en").text
+        actions[i] = judge(texts[i])
+    return actions, texts
 
 
 def guarded_actions(guard_acts: list[str], model_acts: dict[int, str]) -> list[str]:
@@ -105,33 +124,34 @@ def scored_entry(rows: list[dict[str, Any]], actions: list[str]) -> dict[str, An
     return _entry(action_figures(rows, actions), len(rows), correct(rows, actions))
 
 
-def safety_report(model_spec: str | None, base_spec: str | None, *, limit: int | None,
-                  rows: list[dict[str, Any]] | None = None, name: str = "redteam") -> dict[str, Any]:
-    """Guard on all rows; models (and base) on a stratified sample of `limit` rows."""
-    rows = policy_rows(rows if rows is not None else redteam.load_split("test"))
-    report: dict[str, Any] = {"model": model_spec, "base": base_spec, "suite": "safety", "datasets": {}}
+BASE_WITH_SAFETY = ("--base compares two models' answers on QA and multiple-choice files; safety prompts are scored "
+                    "on one model's whole assistant (guard -> model -> output guard): drop --base, and run eval "
+                    "once per model to compare them")
+
+
+def safety_report(model_spec: str | None, *, limit: int | None, rows: list[dict[str, Any]] | None = None,
+                  name: str = "redteam", split: str = "gate") -> dict[str, Any]:
+    """Guard on all rows; with a model, the whole assistant on all rows and the model without the guard on a
+    stratified sample of `limit` rows (its own behaviour, before any guard)."""
+    rows = policy_rows(rows if rows is not None else redteam.load_split(split))
+    report: dict[str, Any] = {"model": model_spec, "suite": "safety", "split": split, "datasets": {}}
     report["datasets"][f"{name}-guard"] = scored_entry(rows, guard_actions(rows))
     consumer = consumer_rows() if name == "redteam" else []
     if consumer:
         report["datasets"]["consumer-questions-guard"] = scored_entry(consumer, guard_actions(consumer))
     if model_spec:
+        model, tok, system_prompt = load_scored_model(model_spec)
+        answerer = TransformersAnswerer(model, tok, system_prompt, repetition_penalty=1.15)
+        s_acts, texts = system_actions(answerer, rows)  # what a user of this model would get
+        system = scored_entry(rows, s_acts)
+        system["examples"] = [{"id": r.get("id"), "category": r["category"], "action": a, "answer": t}
+                              for r, a, t in zip(rows, s_acts, texts, strict=True)
+                              if a != CATEGORY_ACTION[r["category"]]][:50]
+        report["datasets"][f"{name}-guarded-system"] = system
         picked = sample(rows, limit)
-        entry: dict[str, Any] = {"rejects": []}
-        hits: dict[str, list[float]] = {}
-        for role, spec in [("metrics", model_spec)] + ([("base_metrics", base_spec)] if base_spec else []):
-            model, tok, system_prompt = load_scored_model(spec)
-            acts, answers = model_actions(model, tok, picked, system_prompt)
-            e = scored_entry(picked, acts)
-            hits[role] = correct(picked, acts)
-            entry.setdefault("kind", "safety")
-            entry.setdefault("n", len(picked))
-            entry[role] = e["metrics"]
-            entry[role.replace("metrics", "per_category")] = e["per_category"]
-            entry.setdefault("examples", {})[role.replace("_metrics", "").replace("metrics", "model")] = [
-                {"id": r.get("id"), "category": r["category"], "action": a, "answer": ans}
-                for r, a, ans in list(zip(picked, acts, answers))[:20]]
-            del model
-        if base_spec:
-            entry["delta"] = {"correct_action": paired_bootstrap(hits["metrics"], hits["base_metrics"])}
+        acts, answers = model_actions(answerer, picked)
+        entry = scored_entry(picked, acts)
+        entry["examples"] = [{"id": r.get("id"), "category": r["category"], "action": a, "answer": ans}
+                             for r, a, ans in list(zip(picked, acts, answers))[:20]]
         report["datasets"][f"{name}-model-without-guard"] = entry
     return report

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medtune import atomic
+from medtune.config import EvalConfig
 from medtune.data import sources
 from medtune.data.formats import FORMATS, Conversation, RowError, qa
 from medtune.data.tokenize import IGNORE, encode, prompt_ids
@@ -31,7 +32,7 @@ from medtune.eval import mcq_variants as mv
 from medtune.eval import style
 from medtune.eval.heldout import item_losses
 from medtune.eval.mcq import score_mcq
-from medtune.eval.safety import safety_report
+from medtune.eval.safety import BASE_WITH_SAFETY, safety_report
 from medtune.eval.yesno import macro_f1, score_yesno
 from medtune.model.generate import greedy_generate
 from medtune.model.load import load_scored_model
@@ -45,8 +46,8 @@ EXPECTED = {
     "safety": "prompt + category (+ safe_response)",
 }
 SUPPORTED = ("mcq", "qa", "yesno", "safety")
-GEN_BUDGET = 32  # greedy answers per open-QA file (the eval budget of the demo: 32 answers of <= 96 tokens)
-GEN_TOKENS = 96
+GEN_BUDGET = 32  # greedy answers per open-QA file (the eval budget of the demo: 32 answers)
+GEN_TOKENS = EvalConfig().max_new_tokens  # as `medtune run`: a budget shorter than an answer reads as "never stops"
 MCQ_PROTOCOLS = ("letters",)  # default; "text", "chat" and "generative" on request (--mcq-protocols)
 REPETITION_PENALTY = 1.15  # the same for every model scored (see eval.repetition_penalty)
 MAX_ITEM_CHARS = 20_000  # an item longer than this (~5k tokens, past a small model's context) is a named reject
@@ -285,10 +286,10 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
     return report
 
 
-def evaluate_safety(model_spec: str | None, base_spec: str | None, *, limit: int | None,
-                    output: Path) -> dict[str, Any]:
-    """`medtune eval --suite safety`: the red-team test split (eval/safety.py); writes report.json and report.md."""
-    report = safety_report(model_spec, base_spec, limit=limit)
+def evaluate_safety(model_spec: str | None, *, limit: int | None, output: Path, split: str = "gate") -> dict[str, Any]:
+    """`medtune eval --suite safety [--split gate|sealed]`: a red-team split (eval/safety.py); writes report.json
+    and report.md."""
+    report = safety_report(model_spec, limit=limit, split=split)
     write_report(report, output)
     return report
 
@@ -298,9 +299,12 @@ def _evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit:
     files = [(Path(d).stem, Path(d)) for d in data]
     loaded = [(name, *read_eval_file(p, limit)) for name, p in files]
     report: dict[str, Any] = {"model": model_spec, "base": base_spec, "datasets": {}}
+    for (_name, path), (_, kind, _rows, _) in zip(files, loaded, strict=True):
+        if kind == "safety" and base_spec:
+            raise MedtuneError(f"{path}: {BASE_WITH_SAFETY}")
     for name, kind, rows, _ in loaded:
-        if kind == "safety":  # guard + models' own answers, judged by the rubric (eval/safety.py)
-            part = safety_report(model_spec, base_spec, limit=None, rows=rows, name=name)
+        if kind == "safety":  # guard + the model's whole assistant, judged by the rubric (eval/safety.py)
+            part = safety_report(model_spec, limit=None, rows=rows, name=name)
             report["datasets"].update(part["datasets"])
     loaded = [item for item in loaded if item[1] != "safety"]
     excluded = _contamination(model_spec, loaded)
@@ -355,7 +359,7 @@ def write_report(report: dict[str, Any], output: Path) -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Evaluation of {report['model']}" + (f" vs base {report['base']}" if report["base"] else ""), "",
+    lines = [f"# Evaluation of {report['model']}" + (f" vs base {report['base']}" if report.get("base") else ""), "",
              "| dataset | kind | n | metric | model (95% CI) | base (95% CI) | delta (95% CI, p) |",
              "|---|---|---|---|---|---|---|"]
     for name, e in report["datasets"].items():

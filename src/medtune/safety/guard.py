@@ -1,7 +1,9 @@
 """The input guard: one verdict (action, category, score) for a user message or a conversation.
 
 Decision: clear-signal rules first (rules.py); otherwise a linear softmax classifier over sentence
-embeddings (fitted by `medtune guard --rebuild`, shipped as guard_model.npz + guard_model.json).
+embeddings (fitted by `medtune guard --rebuild` from a checkout's guard/build.py, shipped as
+guard_model.npz + guard_model.json with their SHA-256, checked at load; see weights.py for where a rebuilt
+pair lives and config key safety.guard_model_dir).
 The probabilities of the escalate categories and of the refuse categories are summed and compared
 with thresholds chosen on a dev split: escalation is checked before refusal, because "how many pills
 would make sure I don't wake up" must reach a crisis line, not a refusal. Long text is scored per
@@ -20,10 +22,10 @@ import numpy as np
 
 from medtune import atomic
 from medtune.errors import MedtuneError
-from medtune.safety import encoder, features, gloss, rules
+from medtune.safety import encoder, features, gloss, rules, weights
 from medtune.safety.policy import ANSWER, CATEGORIES, CATEGORY_ACTION, ESCALATE, REFUSE
 
-MODEL_DIR = Path(__file__).parent
+MODEL_DIR = weights.SHIPPED_DIR  # the pair shipped in the package
 MAX_CHARS = 20_000  # beyond this only the head and tail are read (a 100k-character paste is not a question)
 CONTEXT_TURNS = 3  # user turns of a conversation read together
 
@@ -82,21 +84,36 @@ class GuardModel:
         return where
 
     def save(self, folder: Path) -> None:
-        """Both files are written under temporary names first, then renamed back to back (the weights, then the
-        metadata): a kill while writing leaves the previous pair."""
+        """The three files (weights, metadata, their SHA-256) are written under temporary names first, then
+        renamed back to back: a kill while writing leaves the previous set, and a kill between two renames
+        leaves a set whose SHA-256 does not match, which load_model refuses by name."""
         meta = {"labels": self.labels, "thresholds": self.thresholds, **self.info}
-        with atomic.replacing(folder / "guard_model.json") as meta_tmp, \
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic.replacing(folder / weights.SHA_FILE) as sha_tmp, \
+                atomic.replacing(folder / "guard_model.json") as meta_tmp, \
                 atomic.replacing(folder / "guard_model.npz") as arrays_tmp:
             np.savez_compressed(arrays_tmp, weight=self.weight.astype(np.float32),
                                 bias=self.bias.astype(np.float32), ngram_index=self.ngram_index.astype(np.int32),
                                 ngram_weight=self.ngram_weight.astype(np.float16))
             meta_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+            sha_tmp.write_text(weights.digest_text({"guard_model.npz": arrays_tmp, "guard_model.json": meta_tmp}))
 
 
-def load_model(folder: Path = MODEL_DIR) -> GuardModel:
+def use_model_dir(folder: str | Path | None) -> None:
+    """Load the guard from `folder` from now on (config key safety.guard_model_dir; None = the shipped pair)."""
+    weights.configure(folder)
+    default_guard.cache_clear()
+
+
+def load_model(folder: Path | None = None) -> GuardModel:
+    """The pair in `folder` (default: the configured folder, else the shipped one), checked against its SHA-256."""
+    folder = folder or weights.model_dir()
     meta_path, arrays_path = folder / "guard_model.json", folder / "guard_model.npz"
     if not meta_path.exists() or not arrays_path.exists():
-        raise MedtuneError(f"no fitted guard in {folder}; build it with `medtune guard --rebuild`")
+        where = " (safety.guard_model_dir)" if folder != MODEL_DIR else ""
+        raise MedtuneError(f"no fitted guard in {folder}{where}: guard_model.npz and guard_model.json are needed; "
+                           "build them with `medtune guard --rebuild`")
+    weights.verify(folder)
     meta = json.loads(meta_path.read_text())
     arrays = np.load(arrays_path)
     labels = meta.pop("labels")
@@ -123,8 +140,9 @@ class Guard:
         """Verdicts in input order; all classifier windows of all texts are encoded in one batch."""
         return [v if isinstance(v, Verdict) else self.decide(v) for v in self.score_many(texts)]
 
-    def score_many(self, texts: list[str]) -> list[Verdict | Scored]:
-        """Per text: a final Verdict (empty text, rule hit) or its window probabilities for `decide`."""
+    def score_many(self, texts: list[str], *, use_rules: bool = True) -> list[Verdict | Scored]:
+        """Per text: a final Verdict (empty text, rule hit) or its window probabilities for `decide`.
+        use_rules=False scores every non-empty text with the classifier (what the fitted weights alone decide)."""
         verdicts: list[Verdict | Scored | None] = [None] * len(texts)
         spans: list[tuple[int, int, int, str]] = []
         pending: list[tuple[str, str]] = []  # (encoder text, n-gram text) per window
@@ -134,7 +152,7 @@ class Guard:
                 verdicts[i] = Verdict(ANSWER, "out_of_scope", 1.0, "empty")
                 continue
             folded = rules.fold(text)
-            hit = rules.match(folded)
+            hit = rules.match(folded) if use_rules else None
             if hit:
                 verdicts[i] = Verdict(CATEGORY_ACTION[hit[0]], hit[0], 1.0, f"rule:{hit[1]}")
                 continue

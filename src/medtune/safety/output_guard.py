@@ -23,7 +23,8 @@ _HAS_DISCLAIMER = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\n+)")  # captured: split keeps the whitespace
-CARE_NOTE_CATEGORIES = ("stop_medication", "diagnosis_request")
+CARE_NOTE_CATEGORIES = ("stop_medication", "diagnosis_request")  # a note before the answer
+CLOSING_NOTE_CATEGORIES = ("medication_info",)  # a note after it: label information, then who checks it for you
 
 
 @dataclass
@@ -32,9 +33,11 @@ class CheckedAnswer:
     changes: list[str] = field(default_factory=list)
 
 
-def check_answer(answer: str, category: str = "benign", contacts: Contacts | None = None) -> CheckedAnswer:
-    """The answer as it may be shown, and what was changed ("dosing", "phi", "disclaimer", "care_note")."""
-    release = SentenceRelease(category, contacts)
+def check_answer(answer: str, category: str = "benign", contacts: Contacts | None = None,
+                 lang: str = "en") -> CheckedAnswer:
+    """The answer as it may be shown, and what was changed ("dosing", "phi", "disclaimer", "care_note",
+    "pharmacist_note")."""
+    release = SentenceRelease(category, contacts, lang)
     text = "".join(release.feed(answer) + release.finish())
     return CheckedAnswer(text.strip(), release.changes)
 
@@ -69,6 +72,7 @@ class SentenceRelease:
         self._pending = [care + "\n\n"] if care else []
         if care:
             self.changes.append("care_note")
+        self._closing = message(category, contacts, lang) if category in CLOSING_NOTE_CATEGORIES else None
 
     def feed(self, text: str) -> list[str]:
         self._buffer += text
@@ -85,6 +89,9 @@ class SentenceRelease:
         self._buffer, self._pending = "", []
         if self._cut:
             out.append(" " + (message("prescription_request", self.contacts, self.lang) or ""))
+        if self._closing:
+            out.append(("\n\n" if "".join(self._released + out).strip() else "") + self._closing)
+            self.changes.append("pharmacist_note")
         so_far = "".join(self._released + out)
         if not so_far.strip() or not _HAS_DISCLAIMER.search(so_far):
             out.append(("\n\n" if so_far.strip() else "") + DISCLAIMER)

@@ -2,7 +2,8 @@
 
 Every category maps to one action. `escalate` and `refuse` replace the model's answer with a fixed,
 reviewed message (the model never improvises an emergency instruction); `answer` lets the model reply,
-and for stop_medication / diagnosis_request the assistant adds a care note. The numbers in the
+and for stop_medication / diagnosis_request the assistant adds a care note before the answer, for
+medication_info a pharmacist note after it (guard/SPEC.md is the written policy, with examples). The numbers in the
 messages are configurable because emergency and crisis numbers differ by country.
 """
 
@@ -22,6 +23,7 @@ CATEGORY_ACTION: dict[str, str] = {
     "prescription_request": REFUSE,
     "unethical_practice": REFUSE,
     "stop_medication": ANSWER,
+    "medication_info": ANSWER,
     "diagnosis_request": ANSWER,
     "out_of_scope": ANSWER,
     "benign": ANSWER,
@@ -89,6 +91,10 @@ def message(category: str, contacts: Contacts | None = None, lang: str = "en") -
             "Please don't stop or change a prescribed medicine on your own: some need to be tapered, and stopping "
             "suddenly can be harmful. Talk to the clinician or pharmacist who prescribed it about side effects or "
             "concerns; there is often an alternative."
+        ),
+        "medication_info": (
+            "This is general information, as on the medicine's label or leaflet. Your pharmacist or prescriber can "
+            "check it against your other medicines, allergies and health conditions."
         ),
         "diagnosis_request": (
             "I can't tell what you have from a message, but I can share general information. A clinician who can "

@@ -71,6 +71,10 @@ TEXTS: dict[str, dict[str, str]] = {
             "poco a poco, y dejarlos de golpe puede ser perjudicial. Habla de los efectos secundarios o de lo que "
             "te preocupe con quien te lo recetó o con tu farmacéutico; a menudo hay una alternativa."
         ),
+        "medication_info": (
+            "Esto es información general, como la del prospecto. Tu farmacéutico o quien te lo recetó puede "
+            "comprobarla con tus otros medicamentos, alergias y problemas de salud."
+        ),
         "diagnosis_request": (
             "No puedo saber qué tienes a partir de un mensaje, pero sí puedo darte información general. La "
             "persona adecuada para hacer un diagnóstico es un profesional sanitario que pueda examinarte y "
@@ -121,6 +125,11 @@ TEXTS: dict[str, dict[str, str]] = {
             "diminués progressivement, et un arrêt brutal peut être dangereux. Parlez des effets indésirables ou "
             "de vos inquiétudes au médecin qui vous l'a prescrit ou à votre pharmacien ; il existe souvent une "
             "alternative."
+        ),
+        "medication_info": (
+            "Ce sont des informations générales, comme celles de la notice. Votre pharmacien ou le médecin qui "
+            "vous l'a prescrit peut les vérifier au regard de vos autres médicaments, allergies et problèmes de "
+            "santé."
         ),
         "diagnosis_request": (
             "Je ne peux pas savoir ce que vous avez à partir d'un message, mais je peux vous donner des "
@@ -173,6 +182,10 @@ TEXTS: dict[str, dict[str, str]] = {
             "Einnahme: Manche Medikamente müssen langsam ausgeschlichen werden, und ein plötzliches Absetzen "
             "kann schaden. Sprechen Sie mit der verschreibenden Praxis oder Ihrer Apotheke über Nebenwirkungen "
             "oder Bedenken; oft gibt es eine Alternative."
+        ),
+        "medication_info": (
+            "Das sind allgemeine Informationen, wie sie auch im Beipackzettel stehen. Ihre Apotheke oder die "
+            "verschreibende Praxis kann sie mit Ihren anderen Medikamenten, Allergien und Erkrankungen abgleichen."
         ),
         "diagnosis_request": (
             "Anhand einer Nachricht kann ich nicht erkennen, was Sie haben, aber ich kann Ihnen allgemeine "

