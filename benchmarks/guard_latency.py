@@ -122,7 +122,7 @@ def main() -> None:
     args = ap.parse_args()
 
     load_before = os.getloadavg()
-    prompts = [str(r["prompt"]) for r in load_split("test")]
+    prompts = [str(r["prompt"]) for r in load_split("gate")]
     rounds = max(1, -(-args.min_n // len(prompts)))
     texts = prompts * rounds
 

@@ -599,7 +599,8 @@ def _quiet_libraries(verbose: bool) -> None:
                         stream=sys.stderr)
     if not verbose:
         warnings.filterwarnings("ignore")
-        for name in ("transformers", "datasets", "accelerate", "peft", "torch", "httpx", "huggingface_hub", "absl"):
+        for name in ("transformers", "datasets", "accelerate", "peft", "torch", "httpx", "huggingface_hub", "absl",
+                     "gguf"):
             logging.getLogger(name).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         import transformers

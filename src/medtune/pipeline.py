@@ -207,6 +207,7 @@ def evaluate_run(cfg: Config, tr: TrainedRun, answerer: Answerer) -> dict[str, A
     answers = {role: answerer.answers(convs, cfg.eval.max_new_tokens, base=(role == "base"), desc=f"{role} answers")
                for role in ("base", "tuned")}
     entry = answer_metrics(refs, answers, losses, content if len(content_examples) == len(examples) else None)
+    entry["engine"] = answerer.engine  # what wrote the greedy answers (llama.cpp or transformers)
     samples = [{"question": c[-1]["content"], "reference": ref, "base": b, "tuned": t}
                for c, ref, b, t in zip(convs, refs, answers["base"][0], answers["tuned"][0])][: cfg.eval.show_samples]
     result = {"test_rows": len(examples), "base": base, "tuned": tuned,
