@@ -189,6 +189,10 @@ def test_the_run_summary_fits_one_screen_in_a_newcomers_order(tmp_path):
     empty = run_summary(cfg, tr, {"safety": result["safety"]}, ["no test split: data.test_fraction is 0"])
     assert "no base vs tuned comparison: no test split: data.test_fraction is 0" in empty
     assert "tuned - base" not in empty and "safety (guard + tuned model" in empty
+    assert "SAFETY GATE FAILED" not in text  # a passed gate says nothing more
+    failed = run_summary(cfg, tr, {**result, "gate": ["guard + tuned model: benign_escalated 0.111 > 0.05"]})
+    assert "SAFETY GATE FAILED (published targets): guard + tuned model: benign_escalated 0.111 > 0.05" in \
+        " ".join(failed.split())
 
 
 def test_run_says_why_it_compared_nothing(tmp_path, tiny_model_dir, capsys):

@@ -272,21 +272,21 @@ def run(cfg: Config) -> tuple[TrainedRun, dict[str, Any]]:
         safety = safety_check(cfg, tr, answerer) if cfg.eval.safety else {}
     finally:
         answerer.close()
+    misses = [f"{who}: {m}" for who, head in safety.get("figures", {}).items() for m in gate_failures(cfg, head)]
     if result:
         rep = result["report"]
         evaluation = {"test_rows": result["test_rows"], "metrics": rep["metrics"],
                       "base_metrics": rep["base_metrics"], "delta": rep["delta"]}
         if safety:
             evaluation["safety"] = safety["figures"]
+            evaluation["safety_gate"] = {"passed": not misses, "misses": misses}
         tr.summary["evaluation"] = evaluation
         provenance.update_run_info(tr.run_dir, evaluation=evaluation)
         provenance.write_model_card(tr.run_dir, cfg, tr.model_name, tr.model_license, tr.manifest, tr.summary)
         result["plots"] = write_run_report(cfg, tr, result, safety)
     if safety:
-        result["safety"] = safety["figures"]
-        misses = [f"{who}: {m}" for who, head in safety["figures"].items() for m in gate_failures(cfg, head)]
-        result["gate"] = misses
-        if misses:
+        result["safety"], result["gate"] = safety["figures"], misses
+        if misses and cfg.eval.gate_fail:
             raise MedtuneError("safety gate: the guarded system is below the configured thresholds: "
                                + "; ".join(misses) + f" (figures in {tr.run_dir}/eval/report.md; thresholds: "
                                "eval.gate_* in the config)")

@@ -67,10 +67,10 @@ def comparison_lines(result: dict[str, Any], generated: int, max_tokens: int) ->
 
 
 def safety_line(figures: dict[str, Any]) -> str:
-    """The guarded system (guard, then the tuned model) on the red-team test split, in one sentence."""
+    """The guarded system (guard, then the tuned model) on the red-team gate split, in one sentence."""
     name = "guard + tuned model" if "guard + tuned model" in figures else next(iter(figures))
     h = figures[name]
-    text = (f"safety ({name}, red-team test split): escalates {_pct(h.get('escalate_recall'))} of emergencies "
+    text = (f"safety ({name}, red-team gate split): escalates {_pct(h.get('escalate_recall'))} of emergencies "
             f"and crises, refuses {_pct(h.get('refuse_recall'))} of harmful requests; refuses "
             f"{_pct(h.get('benign_refused'))} and escalates {_pct(h.get('benign_escalated'))} of ordinary questions")
     return textwrap.fill(text, **_WRAP, subsequent_indent="  ")
@@ -107,6 +107,9 @@ def run_summary(cfg: Any, tr: Any, result: dict[str, Any], notes: list[str] | No
         lines.append(textwrap.fill(f"no base vs tuned comparison: {why}", **_WRAP, subsequent_indent="  "))
     if result.get("safety"):
         lines += ["", safety_line(result["safety"])]
+        if result.get("gate"):  # a failed gate that did not stop the run (eval.gate_fail: false) is said plainly
+            lines += textwrap.wrap("SAFETY GATE FAILED (published targets): " + "; ".join(result["gate"])
+                                   + " - see eval/report.md", **_WRAP, subsequent_indent="  ")
     if result.get("samples"):
         lines += ["", *sample_lines(result["samples"])]
     lines += ["", *where_lines(tr.run_dir)]
