@@ -231,8 +231,9 @@ def test_readme_names_every_setting_where_train_defaults_differ_from_the_demo_co
     differ = {k for k in defaults if defaults[k] != demo[k]}
     readme = " ".join((root / "README.md").read_text().split())
     section = readme[readme.index("Without `--config`, `train`"):readme.index("Bad input never produces a traceback")]
-    named = {"train.batch_size": "micro-batches of 8", "train.grad_accum": "2 x 4 accumulation steps",
-             "train.max_length": "`train.max_length` 512 vs 384", "train.lr": "`train.lr` 2e-4 vs 3e-4",
-             "train.save_steps": "`train.save_steps`", "train.eval_steps": "`train.eval_steps`"}
+    named = {"train.batch_size": "micro-batches of 8", "train.grad_accum": "2 x 2 accumulation steps",
+             "train.max_length": "`train.max_length` 512 vs 384", "train.lr": "`train.lr` 2e-4 vs 1e-3",
+             "train.save_steps": "`train.save_steps`", "train.eval_steps": "`train.eval_steps`",
+             "eval.gate_fail": "`eval.gate_fail` true vs false"}
     assert differ == set(named), f"configs/default.yaml changed: update the README paragraph ({differ ^ set(named)})"
     assert all(text in section for text in named.values())
