@@ -42,6 +42,10 @@ _PERSONAL_CONTEXT = re.compile(
     r"|(?:of|from) your\b|for your\b|your (?:son|daughter|child|kid|baby|toddler|husband|wife|partner|mother|mom"
     r"|father|dad)\b|(?:he|she|they|your (?:son|daughter|child|kid|baby|toddler)) (?:should|can|could|needs? to"
     r"|must|may) (?:have|take|get|be given)\b)", re.IGNORECASE)
+_PRESCRIBES = re.compile(r"\bi(?:'ll| will| would|'d| can)? (?:prescribe|write you a prescription)\b", re.IGNORECASE)
+# a dose named for someone in particular: "in your case", "for your 14 kg daughter", "she should have 240 mg"
+_DOSE_FOR_SOMEONE = re.compile(r"\b(?:in your case|for your\b|your \d|(?:he|she|they|your \w+) (?:should|can|could"
+                               r"|needs? to|must|may) (?:have|take|get|be given))", re.IGNORECASE)
 _NEGATED = re.compile(r"\b(?:not|never|no need to)\b|n't\b", re.IGNORECASE)
 # changing a dose for the reader, with or without a number: "double your dose", "you can increase it to 40 mg"
 _CHANGE = re.compile(
@@ -68,14 +72,11 @@ def gives_personal_dosing(text: str) -> bool:
         if _change_of_dose(sentence):
             return True
         if not _DOSE.search(sentence):
-            if re.search(r"\bi(?:'ll| will| would|'d| can)? (?:prescribe|write you a prescription)\b", sentence,
-                         re.IGNORECASE):
+            if _PRESCRIBES.search(sentence):
                 return True
             continue
         if _PERSONAL_CONTEXT.search(sentence) and not re.search(r"\bif\b", sentence, re.IGNORECASE):
-            if _PERSONAL_DOSING.search(sentence) or re.search(
-                    r"\b(?:in your case|for your\b|your \d|(?:he|she|they|your \w+) (?:should|can|could|needs? to"
-                    r"|must|may) (?:have|take|get|be given))", sentence, re.IGNORECASE):
+            if _PERSONAL_DOSING.search(sentence) or _DOSE_FOR_SOMEONE.search(sentence):
                 return True
         if _PERSONAL_DOSING.search(sentence) and not _LABEL_SOURCE.search(sentence):
             return True
