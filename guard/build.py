@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from medtune.errors import MedtuneError
 from medtune.safety import encoder, features, gloss, redteam, rules, weights
 from medtune.safety.guard import Guard, GuardModel, Scored, Verdict
 from medtune.safety.measure import action_figures
-from medtune.safety.policy import CATEGORIES, CATEGORY_ACTION
+from medtune.safety.policy import ANSWER, CATEGORIES, CATEGORY_ACTION, ESCALATE, REFUSE
 
 log = logging.getLogger("medtune.guard")
 
@@ -148,22 +149,94 @@ def _groups(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return {"dev": suite, "consumer": ~suite & ~fit, "library": library, "contrast": fit, "es/fr/de": other}
 
 
+ACTIONS = (ANSWER, ESCALATE, REFUSE)  # the search handles actions as their indices here: int compares are cheap
+
+
+@dataclass(frozen=True)
+class _Masses:
+    """What Guard.decide reads of each row that no threshold changes, computed once for the threshold search.
+
+    Calling decide() per row for each of the 2 x 17 x 17 candidate threshold sets took ~10 minutes of a
+    rebuild; with these arrays one candidate costs a few vectorised comparisons (`_actions`)."""
+
+    rule: np.ndarray  # a rule Verdict's action as its index in ACTIONS, -1 for a row the classifier decides
+    esc: np.ndarray  # escalate mass of the row's most escalating window (decide's esc[w]); NaN for rule rows
+    ref: np.ndarray  # refuse mass of the row's most refusing window (decide's ref[w]); NaN for rule rows
+    other: np.ndarray  # True when the row is not English (decide reads the *_other_languages thresholds)
+
+
+def _masses(guard: Guard, scored: list[Verdict | Scored]) -> _Masses:
+    """Per row, the same sums decide() takes (same columns, same dtype, same order), so comparing them with a
+    threshold gives decide()'s answer bit for bit (float32 against a Python float compares in float32 both for
+    decide's scalar and for the arrays here, NumPy >= 2)."""
+    idx = {c: i for i, c in enumerate(guard.model.labels)}
+    esc_cols = [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == ESCALATE]
+    ref_cols = [idx[c] for c in CATEGORIES if CATEGORY_ACTION[c] == REFUSE]
+    rule, esc, ref, other = [], [], [], []
+    for v in scored:
+        if isinstance(v, Verdict):
+            rule.append(ACTIONS.index(v.action))
+            esc.append(np.nan)
+            ref.append(np.nan)
+            other.append(False)
+        else:
+            rule.append(-1)
+            esc.append(v.probs[:, esc_cols].sum(-1).max())
+            ref.append(v.probs[:, ref_cols].sum(-1).max())
+            other.append(v.lang != "en")
+    # one float dtype keeps decide()'s comparisons (all scores come from one array); mixed dtypes stay exact, slower
+    kinds = {np.asarray(x).dtype for x, r in zip(esc, rule) if r < 0}
+    dtype = kinds.pop() if len(kinds) == 1 else object
+    return _Masses(np.array(rule, dtype=np.int8), np.array(esc, dtype=dtype), np.array(ref, dtype=dtype),
+                   np.array(other, dtype=bool))
+
+
+def _actions(m: _Masses, t: dict[str, float]) -> np.ndarray:
+    """Each row's action under thresholds `t` (its index in ACTIONS), as decide() would give it: a rule verdict
+    stands; else escalate when the escalate mass reaches the row's escalate threshold, else refuse when the
+    refuse mass reaches its refuse threshold, else answer."""
+    def reaches(mass: np.ndarray, action: str) -> np.ndarray:
+        en, other = t[action], t.get(f"{action}_other_languages", t[action])
+        with np.errstate(invalid="ignore"):  # NaN (rule rows) reaches nothing
+            return np.where(m.other, mass >= other, mass >= en)
+
+    escalated = reaches(m.esc, ESCALATE)
+    refused = ~escalated & reaches(m.ref, REFUSE)
+    decided = np.where(escalated, ACTIONS.index(ESCALATE), np.where(refused, ACTIONS.index(REFUSE),
+                                                                   ACTIONS.index(ANSWER)))
+    return np.where(m.rule >= 0, m.rule, decided)
+
+
+def _decided(guard: Guard, scored: list[Verdict | Scored], thresholds: dict[str, float]) -> list[str]:
+    """Each row's action from Guard.decide at `thresholds`; raises if the search's `_actions` gives others there
+    (it would have ranked thresholds by decisions the runtime does not take)."""
+    guard.model.thresholds = thresholds
+    decided = [v.action if isinstance(v, Verdict) else guard.decide(v).action for v in scored]
+    searched = [ACTIONS[a] for a in _actions(_masses(guard, scored), thresholds)]
+    differ = sum(a != b for a, b in zip(searched, decided))
+    if differ:
+        raise MedtuneError(f"guard/build.py: the threshold search (_actions) disagrees with Guard.decide on {differ} "
+                           f"of {len(scored)} out-of-fold rows; make _actions follow decide() before rebuilding")
+    return decided
+
+
 def _choose_thresholds(guard: Guard, rows: list[dict[str, Any]],
                        scored: list[Any]) -> tuple[dict[str, float], list[str]]:
     """Thresholds with the best recall whose wrongly blocked answer rows stay in BUDGET, on out-of-fold scores.
 
     Recall counts every harmful row; false alarms are counted per group of answer rows (`_groups`), each
-    with its own budget. Returns the thresholds and a printable table of the trade-off."""
+    with its own budget. Returns the thresholds and a printable table of the trade-off. Each candidate's
+    actions come from `_actions` (what decide() gives, vectorised over the rows; tests/test_guard_thresholds.py
+    checks it against decide() row by row), and build() checks them against decide() at the chosen thresholds."""
     want = np.array([CATEGORY_ACTION[r["category"]] for r in rows])
     answer_rows = {name: mask & (want == "answer") for name, mask in _groups(rows).items()}
     grid = [round(float(t), 2) for t in np.arange(0.15, 0.96, 0.05)]
     chosen = {"escalate": 0.5, "refuse": 2.0, "escalate_other_languages": 0.5, "refuse_other_languages": 2.0}
     table = []
+    masses = _masses(guard, scored)
 
     def value(action: str, t: dict[str, float]) -> tuple[float, str]:
-        guard.model.thresholds = t
-        acts = np.array([v.action if hasattr(v, "action") else guard.decide(v).action for v in scored])
-        hit = acts == action
+        hit = _actions(masses, t) == ACTIONS.index(action)
         recall = hit[want == action].mean()
         wrong = {name: hit[mask].mean() for name, mask in answer_rows.items()}
         line = f"recall {recall:.3f} answer rows hit: " + " ".join(f"{k} {v:.3f}" for k, v in wrong.items())
@@ -218,7 +291,7 @@ def build(data_dir: Path | None = None, out_dir: Path | None = None) -> dict[str
         scored.append(Verdict(CATEGORY_ACTION[hit[0]], hit[0], 1.0, "rule") if hit else Scored(p[None, :], lang))
     thresholds, table = _choose_thresholds(guard, rows, scored)
     log.debug("threshold trade-off (out-of-fold):\n%s", "\n".join(table))
-    cv_fig = action_figures(rows, [v.action if hasattr(v, "action") else guard.decide(v).action for v in scored])
+    cv_fig = action_figures(rows, _decided(guard, scored, thresholds))
     counts = dict(Counter(r["category"] for r in rows))
     model.thresholds = thresholds
     dev_check = dev_figures.record(guard)

@@ -30,9 +30,20 @@ class DatasetEntry:
     description: str = ""
 
 
+# The built-in set's files. safety_urgent.jsonl holds the emergency, self-harm and lethal-dose/poisoning
+# demonstrations (the fixed "Call 911 ... now" first sentence); a small model tuned on them copies that sentence
+# onto ordinary questions, so `builtin-info` leaves them to the guard, which answers those prompts itself.
+BUILTIN_INFO_FILES = ("general_a.jsonl", "general_b.jsonl", "safety_prescription.jsonl")
+BUILTIN_FILES = (*BUILTIN_INFO_FILES, "safety_urgent.jsonl")
+
 CATALOG: dict[str, DatasetEntry] = {e.name: e for e in [
     DatasetEntry("builtin", "qa", "CC BY 4.0 (medtune authors)", "medtune built-in medical QA and safety set",
-                 min_answer_chars=40, description="original house-style QA + safety behaviours (default)"),
+                 local_files=BUILTIN_FILES, min_answer_chars=40,
+                 description="original house-style QA + safety behaviours (default for `medtune train`)"),
+    DatasetEntry("builtin-info", "qa", "CC BY 4.0 (medtune authors)", "medtune built-in medical QA and safety set",
+                 local_files=BUILTIN_INFO_FILES, min_answer_chars=40,
+                 description="builtin without the emergency, crisis and lethal-dose demonstrations: for a model "
+                             "served behind medtune's guard, which routes those prompts before the model (the demo)"),
     DatasetEntry("medquad", "qa", "CC BY 4.0",
                  "Ben Abacha & Demner-Fushman, A question-entailment approach to question answering, 2019",
                  hub_id="keivalya/MedQuad-MedicalQnADataset", columns={"question": "Question", "answer": "Answer"},
@@ -82,8 +93,6 @@ CATALOG: dict[str, DatasetEntry] = {e.name: e for e in [
                  description="harmful medical requests with safe responses (AMA ethics principles)"),
 ]}
 
-BUILTIN_FILES = ("general_a.jsonl", "general_b.jsonl", "safety.jsonl")
-
 
 def data_dirs() -> list[Path]:
     """Folders searched for a catalog entry's local files, in order."""
@@ -91,15 +100,21 @@ def data_dirs() -> list[Path]:
     return dirs + [Path("data"), Path("../shared/data")]
 
 
-def builtin_paths() -> list[Path]:
+def builtin_paths(names: tuple[str, ...] = BUILTIN_FILES) -> list[Path]:
+    """The built-in set's files inside the installed package (all of them by default)."""
     base = resources.files("medtune.data") / "builtin"
-    return [Path(str(base / name)) for name in BUILTIN_FILES]
+    return [Path(str(base / name)) for name in names]
+
+
+def is_builtin(entry: DatasetEntry | None) -> bool:
+    """Whether the entry is shipped inside the package (written for medtune, so never policy-filtered)."""
+    return entry is not None and entry.name.startswith("builtin")
 
 
 def local_paths(entry: DatasetEntry) -> list[Path]:
     """The entry's local files from the first data folder that has all of them (empty if none)."""
-    if entry.name == "builtin":
-        return builtin_paths()
+    if is_builtin(entry):
+        return builtin_paths(entry.local_files)
     for d in data_dirs():
         paths = [d / f for f in entry.local_files]
         if paths and all(p.exists() for p in paths):
@@ -109,8 +124,8 @@ def local_paths(entry: DatasetEntry) -> list[Path]:
 
 def entry_for_path(path: Path) -> DatasetEntry | None:
     """Catalog knowledge (column map, license) for a file named like a catalog entry's local file."""
-    for entry in CATALOG.values():
-        if path.name in entry.local_files:
+    for entry in CATALOG.values():  # the built-in files live in the package: a user's file is never one of them
+        if path.name in entry.local_files and not is_builtin(entry):
             return entry
     return None
 

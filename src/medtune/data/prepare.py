@@ -113,7 +113,7 @@ def resolve_source(spec: str, cfg: DataConfig) -> SourcePlan:
     max_good = cfg.max_rows * READ_FACTOR if cfg.max_rows else None
     plan = SourcePlan(name=name, weight=weight, locations=locations, format="",
                       min_answer_chars=cfg.min_answer_chars, max_good_rows=max_good,
-                      policy_filter=cfg.policy_filter and (entry is None or entry.name != "builtin"))
+                      policy_filter=cfg.policy_filter and not catalog.is_builtin(entry))
     if entry is not None:
         plan.format, plan.license, plan.citation = entry.format, entry.license, entry.citation
         if locations[0] == entry.hub_id:
