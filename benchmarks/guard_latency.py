@@ -1,4 +1,4 @@
-"""Safety guard latency: one message at a time (the serving case), target at most 10 ms a message on 2 cores.
+"""Safety guard latency: one message at a time (the serving case), target p99 at most 15 ms a message on 2 cores.
 
 Measures, in one process and one run:
 - load time of the guard (classifier weights + the embedded all-MiniLM-L6-v2 encoder), reported apart;
@@ -12,9 +12,10 @@ Measures, in one process and one run:
   absolute ms are context. Rule hits skip the encoder, so the ratio is also given on the
   classifier-decided messages alone (both sides then run a full encoder pass; the guard adds n-grams + softmax);
 - batched throughput: `check_many` on all prompts at once, in messages/s.
-torch keeps its default thread count (all cores); the count, encoder dtype and load average are printed.
+torch keeps its default thread count (all cores); the count, the guard encoder's path (ONNX Runtime int8 when
+installed, else traced torch; --torch-encoder forces torch) and the load average are printed.
 
-Run as: .venv/bin/python benchmarks/guard_latency.py [--min-n 300] [--warmup 20] [--batch-repeats 3]
+Run as: .venv/bin/python benchmarks/guard_latency.py [--min-n 300] [--warmup 20] [--batch-repeats 3] [--torch-encoder]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from medtune.safety import encoder  # noqa: E402
 from medtune.safety.guard import Guard, Verdict, default_guard  # noqa: E402
 from medtune.safety.redteam import load_split  # noqa: E402
 
-TARGET_MS = 10.0
+TARGET_MS = 15  # p99 target of issue 13
 
 
 def load_guard() -> tuple[Guard, float, float]:
@@ -119,7 +120,10 @@ def main() -> None:
     ap.add_argument("--min-n", type=int, default=300, help="at least this many one-message measurements")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--batch-repeats", type=int, default=3)
+    ap.add_argument("--torch-encoder", action="store_true", help="the guard's traced torch encoder, not ONNX Runtime")
     args = ap.parse_args()
+    if args.torch_encoder:
+        os.environ[encoder.BACKEND_ENV] = "torch"
 
     load_before = os.getloadavg()
     prompts = [str(r["prompt"]) for r in load_split("gate")]
@@ -128,7 +132,7 @@ def main() -> None:
 
     guard, guard_load_s, enc_load_s = load_guard()
     ref, ref_load_s = load_reference()
-    enc_dtype = next(encoder._eager()[1].parameters()).dtype
+    enc_path = encoder._load()[2]
 
     g_ms, r_ms, sources = measure(guard, ref, texts, args.warmup)
     clf = [i for i, s in enumerate(sources) if s == "classifier"]
@@ -141,7 +145,7 @@ def main() -> None:
     ref_tp = throughput(lambda t: ref.encode(t, batch_size=64), prompts, args.batch_repeats)
     load_after = os.getloadavg()
 
-    print(f"torch threads: {torch.get_num_threads()}   cpus: {os.cpu_count()}   guard encoder dtype: {enc_dtype}"
+    print(f"torch threads: {torch.get_num_threads()}   cpus: {os.cpu_count()}   guard encoder: {enc_path}"
           f"   reference dtype: {next(ref.parameters()).dtype}")
     print("load average (1/5/15 min): before " + " ".join(f"{x:.2f}" for x in load_before)
           + "   after " + " ".join(f"{x:.2f}" for x in load_after))

@@ -272,11 +272,15 @@ def test_traced_encoder_gives_the_plain_models_embeddings():
             pooled = [(states[k].float() * mask).sum(1) / mask.sum(1) for k in encoder.LAYERS]
             return torch.cat([torch.nn.functional.normalize(p, dim=-1) for p in pooled], dim=-1).numpy()
 
+    def traced(texts: list[str]) -> np.ndarray:  # the torch path (the fast ONNX path: tests/test_guard_encoder.py)
+        batch = tok(texts, return_tensors="np", padding=True)
+        return encoder._torch_runner()(batch["input_ids"], batch["attention_mask"])
+
     texts = ["my dad collapsed", "What is the maximum daily dose of acetaminophen on the label? " * 3, "hi"]
-    assert isinstance(encoder._load()[1], torch.jit.ScriptModule)  # traced, not the fallback
+    assert isinstance(encoder._traced(), torch.jit.ScriptModule)  # traced, not the fallback
     assert encoder.encode(texts).shape == (3, encoder.DIM) and encoder.LAYERS[0] == len(states_of(eager)) - 1
-    np.testing.assert_allclose(encoder.encode(texts), plain(texts), atol=1e-4)
-    np.testing.assert_allclose(encoder.encode(texts[1:2]), plain(texts[1:2]), atol=1e-4)
+    np.testing.assert_allclose(traced(texts), plain(texts), atol=1e-4)
+    np.testing.assert_allclose(traced(texts[1:2]), plain(texts[1:2]), atol=1e-4)
 
 
 @pytest.mark.parametrize("text,lang", [
