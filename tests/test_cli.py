@@ -234,6 +234,7 @@ def test_readme_names_every_setting_where_train_defaults_differ_from_the_demo_co
     named = {"train.batch_size": "micro-batches of 8", "train.grad_accum": "2 x 2 accumulation steps",
              "train.max_length": "`train.max_length` 512 vs 384", "train.lr": "`train.lr` 2e-4 vs 1e-3",
              "train.save_steps": "`train.save_steps`", "train.eval_steps": "`train.eval_steps`",
-             "eval.gate_fail": "`eval.gate_fail` true vs false"}
+             "eval.gate_fail": "`eval.gate_fail` true vs false", "data.sources": "`builtin` vs `builtin-info`",
+             "data.system_prompt": "`data.system_prompt`", "eval.max_generations": "`eval.max_generations` 32 vs 24"}
     assert differ == set(named), f"configs/default.yaml changed: update the README paragraph ({differ ^ set(named)})"
     assert all(text in section for text in named.values())
