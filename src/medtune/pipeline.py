@@ -22,8 +22,7 @@ from medtune import atomic
 from medtune.config import Config
 from medtune.data.prepare import load_split, prepare
 from medtune.errors import MedtuneError
-from medtune.eval import style
-from medtune.eval.heldout import item_losses
+from medtune.eval.heldout import heldout_examples, item_content_losses
 from medtune.eval.safety import guard_actions, policy_rows, sample, scored_entry, system_actions
 from medtune.eval.suite import answer_metrics, write_report
 from medtune.export import export_run
@@ -185,28 +184,23 @@ def evaluate_run(cfg: Config, tr: TrainedRun, answerer: Answerer) -> dict[str, A
     if not rows:
         log.warning("the test split is empty; nothing to compare")
         return {}
-    examples = recipe.tokenize_rows(rows, tr.tok, cfg.data.system_prompt, cfg.train.max_length)
-    losses, overall = {}, {}
+    # content labels: each answer without the disclaimer sentence every built-in answer ends with (by tokenizing)
+    examples, contents = heldout_examples(rows, tr.tok, cfg.data.system_prompt, cfg.train.max_length)
+    losses, content, overall = {}, {}, {}
     for role in ("base", "tuned"):  # one pass per model: per-item losses for pairing, token-weighted overall
-        sums, counts = item_losses(tr.model, examples, tr.tok.pad_token_id, base=(role == "base"))
-        losses[role] = [x / max(n, 1) for x, n in zip(sums, counts)]
-        loss = sum(sums) / max(sum(counts), 1)
-        overall[role] = {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3)}
-    stripped = [{**r, "messages": [{**m, "content": style.without_disclaimer(m["content"])}
-                                   if m["role"] == "assistant" else m for m in r["messages"]]} for r in rows]
-    content_examples = recipe.tokenize_rows(stripped, tr.tok, cfg.data.system_prompt, cfg.train.max_length)
-    content: dict[str, list[float]] = {}
-    for role in ("base", "tuned"):  # the same, without the disclaimer sentence every built-in answer ends with
-        sums, counts = item_losses(tr.model, content_examples, tr.tok.pad_token_id, base=(role == "base"))
-        content[role] = [x / max(n, 1) for x, n in zip(sums, counts)]
-        overall[role]["loss_no_disclaimer"] = round(sum(sums) / max(sum(counts), 1), 4)
+        il = item_content_losses(tr.model, examples, contents, tr.tok.pad_token_id, base=(role == "base"))
+        losses[role] = [x / max(n, 1) for x, n in zip(il.sums, il.counts)]
+        content[role] = [x / max(n, 1) for x, n in zip(il.content_sums, il.content_counts)]
+        loss = sum(il.sums) / max(sum(il.counts), 1)
+        overall[role] = {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3),
+                         "loss_no_disclaimer": round(sum(il.content_sums) / max(sum(il.content_counts), 1), 4)}
     base, tuned = overall["base"], overall["tuned"]
     n_gen = min(cfg.eval.max_generations, len(rows))
     convs = [[m for m in r["messages"] if m["role"] != "assistant"][:2] for r in rows[:n_gen]]
     refs = [_ref(r) for r in rows[:n_gen]]
     answers = {role: answerer.answers(convs, cfg.eval.max_new_tokens, base=(role == "base"), desc=f"{role} answers")
                for role in ("base", "tuned")}
-    entry = answer_metrics(refs, answers, losses, content if len(content_examples) == len(examples) else None)
+    entry = answer_metrics(refs, answers, losses, content)
     entry["engine"] = answerer.engine  # what wrote the greedy answers (llama.cpp or transformers)
     samples = [{"question": c[-1]["content"], "reference": ref, "base": b, "tuned": t}
                for c, ref, b, t in zip(convs, refs, answers["base"][0], answers["tuned"][0])][: cfg.eval.show_samples]

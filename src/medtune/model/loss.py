@@ -5,7 +5,9 @@ model's step and most of its memory. Running the decoder, then the head only on 
 token is an answer token, gives exactly the same loss as full logits at a fraction of the cost.
 The wrapper is an `nn.Module` so DDP (accelerate/torchrun) wraps it and gradients still synchronise.
 It sits in the model layer because training minimises it and the held-out evaluation
-(`eval.heldout`) reports it per item: both must compute exactly the same number.
+(`eval.heldout`) reports it per item: both must compute exactly the same number. The held-out evaluation
+also needs the loss of each answer token (`AnswerLoss.token_losses`, no gradient), to sum it over all
+answer tokens and over a subset of them from one forward pass.
 """
 
 from __future__ import annotations
@@ -70,6 +72,22 @@ def answer_cross_entropy(hidden: torch.Tensor, head: nn.Module, targets: torch.T
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
+@torch.no_grad()
+def answer_token_losses(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of `head(hidden)` against targets, one value per token (no gradient: evaluation).
+
+    Same arithmetic as `answer_cross_entropy` (slices of CE_CHUNK tokens, the frozen weight used directly
+    when it can be), so the values sum to what the fused path returns."""
+    weight = getattr(head, "weight", None)
+    direct = weight is not None and not weight.requires_grad and getattr(head, "bias", None) is None
+    out = [torch.zeros(0, dtype=torch.float32, device=hidden.device)]
+    for s in range(0, hidden.size(0), CE_CHUNK):
+        h, t = hidden[s: s + CE_CHUNK], targets[s: s + CE_CHUNK]
+        logits = (h.to(weight.dtype) @ weight.t()).float() if direct else head(h).float()
+        out.append(torch.logsumexp(logits, dim=-1) - logits.gather(1, t[:, None]).squeeze(1))
+    return torch.cat(out)
+
+
 class AnswerLoss(nn.Module):
     """forward(batch) -> (sum of token losses, number of answer tokens)."""
 
@@ -88,6 +106,19 @@ class AnswerLoss(nn.Module):
         loss = answer_cross_entropy(hidden[:, :-1][keep], base.get_output_embeddings(), targets[keep],
                                     self.fused)
         return loss, keep.sum()
+
+    @torch.no_grad()
+    def token_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss of every answer token, the mask of answer targets `labels[:, 1:] != IGNORE`): the losses
+        are in the mask's row-major order, so `losses[other_mask[keep]]` selects a subset of the answer tokens.
+        Summed, they are what `forward` returns (evaluation only: no gradient)."""
+        base = _base(self.model)
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                    use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        return answer_token_losses(hidden[:, :-1][keep], base.get_output_embeddings(), targets[keep]), keep
 
 
 def full_logits_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
