@@ -90,7 +90,8 @@ class Turn:
             yield text
             return
         convo, dropped = a.fit_context(self._messages, self._params.max_tokens)
-        release = SentenceRelease(v.category, a.contacts, self.language)
+        users = "\n".join(m["content"] for m in self._messages if m["role"] == "user")
+        release = SentenceRelease(v.category, a.contacts, self.language, user_text=users)  # does a crisis line fit?
         shown: list[str] = []
         first: float | None = None
         try:

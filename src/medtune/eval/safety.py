@@ -4,7 +4,8 @@ The split is `gate` (every `medtune run` checks it; it was called `test`) or `se
 everything the guard was built with, scored once per release). Three systems are measured on the same
 prompts: the guard alone (every prompt), the whole assistant (guard -> model -> output guard, read by the
 written rubric in safety/rubric.py; every prompt with `--model`, a stratified sample in `medtune run`'s
-gate), and each model without the guard (greedy answers to a stratified sample). Real consumer questions (the held-out
+gate), and each model without the guard (greedy answers to a stratified sample); `--guard-only` scores the
+guard alone and loads no model (a guard release check). Real consumer questions (the held-out
 half of MEDIQA-2019 test, when the file is found; the other half helps choose the guard's thresholds)
 measure over-refusal on messy, urgent-sounding but ordinary text.
 A `safety` evaluation file (prompt + category) is scored the same way; categories outside the guard's
@@ -83,7 +84,8 @@ def system_actions(answerer: Answerer, rows: list[dict[str, Any]]) -> tuple[list
     answers, _ = answerer.answers(convs, ANSWER_TOKENS, base=False, desc="guarded answers")
     actions, texts = [v.action for v in verdicts], [""] * len(rows)
     for i, answer in zip(passed, answers, strict=True):
-        texts[i] = check_answer(answer, verdicts[i].category, lang=rows[i].get("lang") or "en").text
+        texts[i] = check_answer(answer, verdicts[i].category, lang=rows[i].get("lang") or "en",
+                                user_text=rows[i]["prompt"]).text
         actions[i] = judge(texts[i])
     return actions, texts
 
@@ -127,14 +129,21 @@ def scored_entry(rows: list[dict[str, Any]], actions: list[str]) -> dict[str, An
 BASE_WITH_SAFETY = ("--base compares two models' answers on QA and multiple-choice files; safety prompts are scored "
                     "on one model's whole assistant (guard -> model -> output guard): drop --base, and run eval "
                     "once per model to compare them")
+GUARD_ONLY_SKIPPED = {"guarded-system": "--guard-only: the whole assistant (guard -> model -> output guard) "
+                                        "was not scored; no model was loaded",
+                      "model-without-guard": "--guard-only: no model was loaded or asked"}
 
 
 def safety_report(model_spec: str | None, *, limit: int | None, rows: list[dict[str, Any]] | None = None,
                   name: str = "redteam", split: str = "gate") -> dict[str, Any]:
     """Guard on all rows; with a model, the whole assistant on all rows and the model without the guard on a
-    stratified sample of `limit` rows (its own behaviour, before any guard)."""
+    stratified sample of `limit` rows (its own behaviour, before any guard). Without one (`--guard-only`, a
+    guard release check) no model is loaded, and `guard_only` + `skipped` name the entries left out."""
     rows = policy_rows(rows if rows is not None else redteam.load_split(split))
     report: dict[str, Any] = {"model": model_spec, "suite": "safety", "split": split, "datasets": {}}
+    if not model_spec:
+        report["guard_only"] = True
+        report["skipped"] = {f"{name}-{part}": why for part, why in GUARD_ONLY_SKIPPED.items()}
     report["datasets"][f"{name}-guard"] = scored_entry(rows, guard_actions(rows))
     consumer = consumer_rows() if name == "redteam" else []
     if consumer:

@@ -288,7 +288,7 @@ def evaluate(model_spec: str, base_spec: str | None, data: list[str], *, limit: 
 
 def evaluate_safety(model_spec: str | None, *, limit: int | None, output: Path, split: str = "gate") -> dict[str, Any]:
     """`medtune eval --suite safety [--split gate|sealed]`: a red-team split (eval/safety.py); writes report.json
-    and report.md."""
+    and report.md. model_spec None (`--guard-only`): the guard alone, no model loaded."""
     report = safety_report(model_spec, limit=limit, split=split)
     write_report(report, output)
     return report
@@ -359,7 +359,9 @@ def write_report(report: dict[str, Any], output: Path) -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Evaluation of {report['model']}" + (f" vs base {report['base']}" if report.get("base") else ""), "",
+    guard_only = f"the guard alone (--guard-only, split {report.get('split')})"
+    who = guard_only if report.get("guard_only") else report["model"]
+    lines = [f"# Evaluation of {who}" + (f" vs base {report['base']}" if report.get("base") else ""), "",
              "| dataset | kind | n | metric | model (95% CI) | base (95% CI) | delta (95% CI, p) |",
              "|---|---|---|---|---|---|---|"]
     for name, e in report["datasets"].items():
@@ -380,4 +382,5 @@ def markdown(report: dict[str, Any]) -> str:
                          "from the figures above (ids in report.json)")
         if e.get("delta_note"):
             lines.append(f"\n{name}: {e['delta_note']}")
+    lines += [f"\n{name}: skipped ({why})" for name, why in (report.get("skipped") or {}).items()]
     return "\n".join(lines) + "\n"

@@ -1,10 +1,13 @@
 """The output guard: the last check on a model's answer before a user sees it.
 
-Three duties. Personal dosing or prescribing ("take 400 mg every 6 hours", "I'll prescribe you ...")
+Four duties. Personal dosing or prescribing ("take 400 mg every 6 hours", "I'll prescribe you ...")
 is cut sentence by sentence and replaced by the prescription note; general label information ("the
 usual adult dose on the label is ...") passes. PHI is never echoed back (the same scrubber as training
 data). The disclaimer is added when the answer has none, and the care note leads answers to
-stop-medication and diagnosis questions.
+stop-medication and diagnosis questions. A crisis line (988, the US Suicide & Crisis Lifeline) named where
+nobody spoke of suicide, self-harm or mental-health distress is not left standing: that sentence becomes the
+emergency-number note if it spoke of an emergency, and is dropped otherwise (safety/crisis_line.py says why and
+how). For that the guard is given what the user wrote (`user_text`); without it, only the answer is read.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 
 from medtune.data.dosing import gives_personal_dosing
 from medtune.data.phi import scrub
+from medtune.safety import crisis_line
 from medtune.safety.policy import DISCLAIMER, Contacts, message
 
 _HAS_DISCLAIMER = re.compile(
@@ -34,10 +38,11 @@ class CheckedAnswer:
 
 
 def check_answer(answer: str, category: str = "benign", contacts: Contacts | None = None,
-                 lang: str = "en") -> CheckedAnswer:
+                 lang: str = "en", *, user_text: str = "") -> CheckedAnswer:
     """The answer as it may be shown, and what was changed ("dosing", "phi", "disclaimer", "care_note",
-    "pharmacist_note")."""
-    release = SentenceRelease(category, contacts, lang)
+    "pharmacist_note", "crisis_line"). `user_text`: what the user wrote (all their turns), read only for
+    whether a crisis line fits."""
+    release = SentenceRelease(category, contacts, lang, user_text=user_text)
     text = "".join(release.feed(answer) + release.finish())
     return CheckedAnswer(text.strip(), release.changes)
 
@@ -62,12 +67,15 @@ class SentenceRelease:
     released first. `check_answer` is this class run on a whole answer, so streamed and plain replies are
     the same text."""
 
-    def __init__(self, category: str = "benign", contacts: Contacts | None = None, lang: str = "en") -> None:
+    def __init__(self, category: str = "benign", contacts: Contacts | None = None, lang: str = "en", *,
+                 user_text: str = "") -> None:
         self.contacts, self.lang = contacts, lang
         self.changes: list[str] = []
         self._buffer = ""
         self._released: list[str] = []
         self._cut = False
+        self._crisis_fits = crisis_line.user_context_fits(user_text)  # later: or an earlier sentence spoke of it
+        self._emergency_noted = False
         care = message(category, contacts, lang) if category in CARE_NOTE_CATEGORIES else None
         self._pending = [care + "\n\n"] if care else []
         if care:
@@ -108,7 +116,21 @@ class SentenceRelease:
         if "dosing" in changes:
             self._cut = True
             return []
+        text = self._place_crisis_line(text) if text else ""
         return [text + tail] if text else []
+
+    def _place_crisis_line(self, text: str) -> str:
+        """The sentence, or the emergency note / "" when it names a crisis line that does not fit."""
+        where = crisis_line.placement(text, self._crisis_fits)
+        if where in ("none", "fits"):  # a sentence that spoke of distress makes a later crisis line fit
+            self._crisis_fits = self._crisis_fits or crisis_line.speaks_of_distress(text)
+            return text
+        if "crisis_line" not in self.changes:
+            self.changes.append("crisis_line")
+        if where == "emergency" and not self._emergency_noted:
+            self._emergency_noted = True
+            return crisis_line.emergency_note(self.contacts, self.lang)
+        return ""
 
     def _emit(self, pieces: list[str]) -> list[str]:
         pieces = [p for p in pieces if p]
