@@ -105,3 +105,60 @@ def test_service_numbers_are_not_phi_but_personal_numbers_are():
     kept, counts = scrub("Call Poison Help at 1-800-222-1222 or 1 (800) 273-8255, or me at 617-555-0199.")
     assert "1-800-222-1222" in kept and "1 (800) 273-8255" in kept
     assert "617-555-0199" not in kept and counts == {"phone": 1}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Im Notfall rufen Sie 112 an.",
+        "999 im Vereinigten Königreich",
+        "Im Allgemeinen ist das harmlos.",
+        "Bitte warten Sie nicht auf eine Antwort im Internet.",
+        "Symptoms:\n- Fever\n- Cough\n",  # a bullet list of capitalised words is not a "- Anna" signature
+        "Typische Zeichen\n- Fieber\n- Husten\n- Kopfschmerzen",
+        "- Ibuprofen",  # one line, as the output guard scrubs it
+    ],
+)
+def test_german_im_and_lists_are_not_names(text: str) -> None:
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Im Sarah and I have a rash", "Im [NAME] and I have a rash"),
+        ("hi im Sarah", "hi im [NAME]"),
+        ("Im Sarah.", "Im [NAME]."),  # no evidence either way: still a name
+        ("Hi, Im Jürgen and I have a rash on my arm", "Hi, Im [NAME] and I have a rash on my arm"),
+        ("Laut Dr. Weber im Zweifel zum Arzt.", "Laut Dr. [NAME] im Zweifel zum Arzt."),
+        ("Thanks for your help!\n- Anna", "Thanks for your help!\n- [NAME]"),
+        ("Hope that helps.\n\n-- John Smith\n", "Hope that helps.\n\n-- [NAME]\n"),
+    ],
+)
+def test_english_im_and_signatures_still_scrubbed(text: str, expected: str) -> None:
+    assert scrub(text)[0] == expected
+
+
+def test_lang_hint_drops_im_cue_for_short_german() -> None:
+    """Too short to judge from its words, "Im Notfall: 112" reads as a name unless the caller says German."""
+    assert scrub("Im Notfall: 112", lang="de") == ("Im Notfall: 112", {})
+    assert scrub("Im Notfall: 112")[0] == "Im [NAME]: 112"
+
+
+def test_fixed_texts_pass_unchanged() -> None:
+    """The escalation and refusal texts in every language, whole and sentence by sentence (the output guard)."""
+    from medtune.safety.output_guard import _SENTENCE_END, filter_sentence
+    from medtune.safety.policy import CATEGORIES, message
+    from medtune.safety.translations import TEXTS
+
+    checked = 0
+    for lang in ["en", *TEXTS]:
+        for category in CATEGORIES:
+            text = message(category, lang=lang)
+            if not text:
+                continue
+            checked += 1
+            assert scrub(text) == (text, {}), (lang, category)
+            for sentence in _SENTENCE_END.split(text)[::2]:
+                assert filter_sentence(sentence.strip(), lang) == (sentence.strip(), []), (lang, sentence)
+    assert checked >= 4 * 8

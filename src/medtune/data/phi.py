@@ -169,22 +169,83 @@ _RELATIVE = (
     r"|friend|ex|fianc[eé]e?|child|kid|twin|roommate|neighbou?r|colleague|baby|grandson|granddaughter"
     r"|grandmother|grandfather|grandma|grandpa|aunt|uncle|niece|nephew"
 )
-_NAME = re.compile(
-    r"(?:\b(?:[Mm]rs?|M[sx]|Miss|[Dd]r|[Pp]rof)\.?[ \t]+|\b(?:[Dd]octor|[Pp]rofessor)[ \t]+"  # honorific;
-    # "doctor." ends a sentence ("Talk to your doctor. Find out …"), so the long forms take no period
-    r"|\b(?:[Mm]y (?:full )?name is|[Mm]y name's|[Nn]ame is|[Tt]his is|I am|I['’]m|[Ii]m|[Cc]all me)"
-    r"[ \t]+"  # self-introduction
-    r"|\b(?:[Pp]atient(?: [Nn]ame)?|[Pp]t|[Ff]ull [Nn]ame|[Nn]ame)[ \t]*:[ \t]*"  # form fields
-    rf"|\b[Mm]y[ \t]+(?:[\w-]+[ \t]+){{0,3}}(?:{_RELATIVE})[ \t]*,?[ \t]+"  # "my twin sister Hannah"
-    r"|\b(?:(?:[Bb]est|[Kk]ind|[Ww]arm) (?:[Rr]egards|[Ww]ishes)|[Rr]egards|[Tt]hanks|[Tt]hank you"
-    r"|[Mm]any thanks|[Ss]incerely|[Ss]igned|[Cc]heers|[Bb]est|[Yy]ours(?: truly| sincerely)?)"
-    r"[ \t]*[,\n][ \t\n]*)"  # sign-off: "Regards, John"
-    rf"(?P<v>{_FULL})"
-    r"|\b[Mm]y name is[ \t]+(?!(?:not|a|an|the|withheld|private|confidential|anonymous)\b)"
-    rf"(?P<v2>[{_LO}]+(?:[ \t]+(?!(?:and|i|im|from|aged?|am|my|with|but|so|is|was)\b)[{_LO}]+)?)"
-    rf"|(?:^|(?<=[\n.!?]))[ \t]*-{{1,2}}[ \t]*(?P<v3>{_FULL})(?=[ \t]*(?:\n|$))"  # "- Anna" ends a line
-    rf"|\b(?:[Hh]i|[Hh]ello|[Hh]ey|[Dd]ear)[ \t]+(?P<v4>{_FULL})(?=[ \t]*[,!\n])"  # greeting
+
+# "Im" without its apostrophe ("Im Sarah and I have a rash", a common typo in consumer questions) is a
+# self-introduction cue, but "im" is also German ("in dem"): "Im Notfall", "999 im Vereinigten Königreich",
+# "im Beipackzettel". German capitalises every noun, so the word after "im" cannot tell a name from a noun (a
+# list of first names could, but no list covers the names patients have, and a missed name is a leak). What
+# can tell them apart is the text around it: in German text the apostrophe-less cue is dropped ("I'm" and
+# "I am" stay cues). German is judged by counting words: German function words and words with ä/ö/ü/ß against
+# English function words. The lists leave out words both languages use ("in", "an", "am", "so", "was", "will",
+# "also", "um"), so one English typo is not outvoted by a shared word. Why not py3langid, which the guard uses
+# (safety/features.language): the data layer sits below safety, langid is unreliable on a phrase, and this
+# runs on every training row; word counts are auditable and fire on "999 im Vereinigten Königreich" alone.
+# A tie (no evidence: "Im Sarah.") keeps the cue, so English recall is unchanged; a German phrase with no
+# function word and no umlaut ("Im Notfall: 112") is still read as a name unless the caller says lang="de".
+# No other cue is an ordinary word in Spanish, French or German ("Doctor", "Dr", "Prof", "Name:" and
+# "Patient:" precede names there too); the "- Anna" line cue is checked against bullet lists in _in_list.
+_DE_WORDS = frozenset(
+    "der die das dem den des und ist sind nicht sie ich wir ihr ihre ihnen ihren mir mich uns mit von zu vom zum"
+    " zur ein eine einem einen einer eines kein keine nichts auf für bei beim nach wie oder auch sich es wenn dass"
+    " aber noch nur schon sehr seit aus über unter ohne weil hat habe haben wird werden kann können soll sollten"
+    " muss bitte jetzt immer mein meine meinem meinen hier dort ins".split()
 )
+_EN_WORDS = frozenset(
+    "i me my you your he she it we they the a and or but not no of to for with on at from by is are was were be"
+    " been have has had do does did can could should would this that what how why when if because about after"
+    " since just".split()
+)
+_WORD = re.compile(rf"[{_UP}{_LO}]+")
+
+
+def _reads_german(text: str) -> bool:
+    """More German evidence (function words, words with ä/ö/ü/ß) than English function words in `text`."""
+    words = _WORD.findall(text.lower())
+    german = sum(w in _DE_WORDS or any(c in "äöüß" for c in w) for w in words)
+    return german > sum(w in _EN_WORDS for w in words)
+
+
+# A line that is one bullet ("- ", "* ", "• ", "1. ") of a list.
+_BULLET = re.compile(r"[ \t]*(?:[-*•–][ \t]*\S|\d{1,2}[.)][ \t])")
+
+
+def _in_list(text: str, start: int) -> bool:
+    """Whether the "- Anna" line matched at `start` is a list item ("- Fever", "- Fieber": capitalised words
+    like a name) rather than a signature: nothing is written before it (the output guard scrubs line by line),
+    or the line above ends with ":" or is a bullet, or the line below is a bullet. A signature ends a message."""
+    before = text[:start].rstrip()
+    if not before:
+        return True
+    if not text[:start].endswith("\n"):  # "... thanks. - Anna" on one line
+        return False
+    above = before.rsplit("\n", 1)[-1]
+    below = text[start:].split("\n", 1)[1:]  # the text after the line, blank lines skipped
+    below_line = below[0].lstrip() if below else ""
+    return above.endswith(":") or bool(_BULLET.match(above) or _BULLET.match(below_line))
+
+
+def _name_rule(im_cue: str) -> re.Pattern[str]:
+    """The name rule; `im_cue` is "[Ii]m|" (apostrophe-less "I'm") or "" (German text: see _reads_german)."""
+    return re.compile(
+        r"(?:\b(?:[Mm]rs?|M[sx]|Miss|[Dd]r|[Pp]rof)\.?[ \t]+|\b(?:[Dd]octor|[Pp]rofessor)[ \t]+"  # honorific;
+        # "doctor." ends a sentence ("Talk to your doctor. Find out …"), so the long forms take no period
+        rf"|\b(?:[Mm]y (?:full )?name is|[Mm]y name's|[Nn]ame is|[Tt]his is|I am|I['’]m|{im_cue}[Cc]all me)"
+        r"[ \t]+"  # self-introduction
+        r"|\b(?:[Pp]atient(?: [Nn]ame)?|[Pp]t|[Ff]ull [Nn]ame|[Nn]ame)[ \t]*:[ \t]*"  # form fields
+        rf"|\b[Mm]y[ \t]+(?:[\w-]+[ \t]+){{0,3}}(?:{_RELATIVE})[ \t]*,?[ \t]+"  # "my twin sister Hannah"
+        r"|\b(?:(?:[Bb]est|[Kk]ind|[Ww]arm) (?:[Rr]egards|[Ww]ishes)|[Rr]egards|[Tt]hanks|[Tt]hank you"
+        r"|[Mm]any thanks|[Ss]incerely|[Ss]igned|[Cc]heers|[Bb]est|[Yy]ours(?: truly| sincerely)?)"
+        r"[ \t]*[,\n][ \t\n]*)"  # sign-off: "Regards, John"
+        rf"(?P<v>{_FULL})"
+        r"|\b[Mm]y name is[ \t]+(?!(?:not|a|an|the|withheld|private|confidential|anonymous)\b)"
+        rf"(?P<v2>[{_LO}]+(?:[ \t]+(?!(?:and|i|im|from|aged?|am|my|with|but|so|is|was)\b)[{_LO}]+)?)"
+        rf"|(?:^|(?<=[\n.!?]))[ \t]*-{{1,2}}[ \t]*(?P<v3>{_FULL})(?=[ \t]*(?:\n|$))"  # "- Anna" ends a line
+        rf"|\b(?:[Hh]i|[Hh]ello|[Hh]ey|[Dd]ear)[ \t]+(?P<v4>{_FULL})(?=[ \t]*[,!\n])"  # greeting
+    )
+
+
+_NAME = _name_rule(r"[Ii]m|")
+_NAME_IN_GERMAN = _name_rule("")
 
 # Ages over 89 ("age 93", "93 years old", "93-year-old", "93 y/o") become "90+".
 _AGE = re.compile(
@@ -229,6 +290,8 @@ def _apply(kind: str, pattern: re.Pattern[str], text: str, counts: dict[str, int
     def repl(m: re.Match[str]) -> str:
         if kind == "phone" and _public_number(m.group()):
             return m.group()
+        if kind == "name" and m.groupdict().get("v3") is not None and _in_list(m.string, m.start()):
+            return m.group()
         start, end = m.span()
         for group in pattern.groupindex:
             if group.startswith("v") and m.group(group) is not None:
@@ -241,15 +304,19 @@ def _apply(kind: str, pattern: re.Pattern[str], text: str, counts: dict[str, int
     return pattern.sub(repl, text)
 
 
-def scrub(text: str) -> tuple[str, dict[str, int]]:
+def scrub(text: str, lang: str | None = None) -> tuple[str, dict[str, int]]:
     """Return ``text`` with PHI replaced by placeholders, and counts per kind found.
 
     The text is NFC-normalised first so that a decomposed accent (``e`` + U+0301)
     matches the name rules; NFC leaves already-composed and ASCII text unchanged.
-    Kinds with no hit are absent from the counts.
+    Kinds with no hit are absent from the counts. ``lang``: the language the text is
+    known to be in, when the caller knows it (the output guard scrubs one sentence
+    at a time, too little to judge); "de" drops the apostrophe-less "Im" name cue,
+    which German text also drops when judged from its words.
     """
     counts: dict[str, int] = {}
     text = unicodedata.normalize("NFC", text)
+    german = lang == "de" or _reads_german(text)
     for kind, pattern in _RULES:
-        text = _apply(kind, pattern, text, counts)
+        text = _apply(kind, _NAME_IN_GERMAN if kind == "name" and german else pattern, text, counts)
     return text, counts

@@ -47,10 +47,11 @@ def check_answer(answer: str, category: str = "benign", contacts: Contacts | Non
     return CheckedAnswer(text.strip(), release.changes)
 
 
-def filter_sentence(sentence: str) -> tuple[str, list[str]]:
-    """One sentence as it may be shown: PHI scrubbed; personal dosing or prescribing cut ("" then)."""
+def filter_sentence(sentence: str, lang: str = "en") -> tuple[str, list[str]]:
+    """One sentence as it may be shown: PHI scrubbed; personal dosing or prescribing cut ("" then). `lang`: the
+    conversation's language; a German sentence is too short for the scrubber to tell German "im" from "I'm"."""
     changes: list[str] = []
-    text, counts = scrub(sentence)
+    text, counts = scrub(sentence, lang)
     if counts:
         changes.append("phi")
     if gives_personal_dosing(text):
@@ -109,7 +110,7 @@ class SentenceRelease:
     def _check(self, sentence: str) -> list[str]:
         body = sentence.rstrip()
         tail = sentence[len(body):]
-        text, changes = filter_sentence(body)
+        text, changes = filter_sentence(body, self.lang)
         for c in changes:
             if c not in self.changes:
                 self.changes.append(c)
