@@ -16,6 +16,7 @@ torch keeps its default thread count (all cores); the count, the guard encoder's
 installed, else traced torch; --torch-encoder forces torch) and the load average are printed.
 
 Run as: .venv/bin/python benchmarks/guard_latency.py [--min-n 300] [--warmup 20] [--batch-repeats 3] [--torch-encoder]
+[--threads N]
 """
 
 from __future__ import annotations
@@ -121,9 +122,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--batch-repeats", type=int, default=3)
     ap.add_argument("--torch-encoder", action="store_true", help="the guard's traced torch encoder, not ONNX Runtime")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="ONNX Runtime intra-op threads of the guard encoder (MEDTUNE_GUARD_THREADS; default 1)")
     args = ap.parse_args()
     if args.torch_encoder:
         os.environ[encoder.BACKEND_ENV] = "torch"
+    os.environ[encoder.THREADS_ENV] = str(args.threads)
 
     load_before = os.getloadavg()
     prompts = [str(r["prompt"]) for r in load_split("gate")]

@@ -69,3 +69,28 @@ def test_the_environment_can_force_the_torch_path(monkeypatch: pytest.MonkeyPatc
         assert encoder._load()[2].startswith("torch")
     finally:
         encoder._load.cache_clear()
+
+
+def test_thread_count_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    monkeypatch.delenv(encoder.THREADS_ENV, raising=False)
+    assert encoder._threads() == 1
+    monkeypatch.setenv(encoder.THREADS_ENV, "2")
+    assert encoder._threads() == 2
+    for bad in ("two", "0", "-1"):
+        monkeypatch.setenv(encoder.THREADS_ENV, bad)
+        with caplog.at_level("WARNING", logger="medtune.guard"):
+            assert encoder._threads() == 1
+        assert encoder.THREADS_ENV in caplog.text and repr(bad) in caplog.text
+
+
+def test_two_threads_give_the_same_embeddings(monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("onnxruntime")
+    encoder._load.cache_clear()
+    try:
+        one = encoder.encode(TEXTS)
+        monkeypatch.setenv(encoder.THREADS_ENV, "2")
+        encoder._load.cache_clear()
+        assert encoder._load()[2] == "onnxruntime int8, 2 threads"
+        np.testing.assert_allclose(encoder.encode(TEXTS), one, atol=1e-5)
+    finally:
+        encoder._load.cache_clear()

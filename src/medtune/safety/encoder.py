@@ -48,6 +48,7 @@ MAX_TOKENS = 128  # one window; longer text is split into windows by the guard
 LAYERS = (6, 4, 2)  # hidden states mean-pooled (0 is the word embeddings, 6 the last layer)
 DIM = 384 * len(LAYERS)
 BACKEND_ENV = "MEDTUNE_GUARD_ENCODER"  # "torch" forces the traced torch path
+THREADS_ENV = "MEDTUNE_GUARD_THREADS"  # ONNX Runtime intra-op threads; 1 unless set (see _threads)
 ONNX_FORMAT = 1  # bump when the exported graph or its quantization changes: the cached file is then rebuilt
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (input_ids, attention_mask) -> (batch, DIM) embeddings
@@ -181,6 +182,27 @@ def _build_onnx(dest: Path) -> None:
             root.setLevel(level)
 
 
+def _threads() -> int:
+    """Intra-op threads of the ONNX session: 1 by default, MEDTUNE_GUARD_THREADS=N for more.
+
+    One thread, because the guard shares the machine with the engine: on 2 cores with llama.cpp or training
+    busy, a two-thread call waits for its second core. On an idle 2-core AVX2 CPU two threads cut a long
+    message's encoder time by about a third (128 tokens: 37 -> 25 ms, without spinning workers) and a short one
+    by less; on a server with spare cores the setting is worth trying (benchmarks/guard_latency.py --threads)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return 1
+    if raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    _warn_threads(raw)
+    return 1
+
+
+@cache
+def _warn_threads(raw: str) -> None:
+    log.warning("%s=%r is not a whole number of threads (1 or more); the guard encoder uses 1", THREADS_ENV, raw)
+
+
 def _onnx_runner() -> Runner | None:
     """The fast path (see the module docstring), or None when onnxruntime/onnx is missing or the graph cannot be
     built or loaded."""
@@ -192,7 +214,9 @@ def _onnx_runner() -> Runner | None:
             log.info("guard encoder: building the int8 ONNX graph once into %s", path)
             _build_onnx(path)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads, opts.inter_op_num_threads = _threads(), 1
+        if opts.intra_op_num_threads > 1:  # idle workers sleep instead of spinning on cores the engine needs
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - any failure leaves the torch path, which gives the reference numbers
         log.warning("guard encoder: ONNX Runtime path unavailable (%s: %s); using torch", type(err).__name__, err)
@@ -216,7 +240,8 @@ def _load() -> tuple[Any, Runner, str]:
     MEDTUNE_GUARD_ENCODER=torch."""
     fast = None if os.environ.get(BACKEND_ENV, "").strip().lower() == "torch" else _onnx_runner()
     if fast is not None:
-        return _tokenizer(), fast, "onnxruntime int8, 1 thread"
+        threads = _threads()
+        return _tokenizer(), fast, f"onnxruntime int8, {threads} thread{'s' if threads > 1 else ''}"
     return _tokenizer(), _torch_runner(), f"torch traced {next(_eager()[1].parameters()).dtype}"
 
 
