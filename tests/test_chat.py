@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -26,8 +27,10 @@ def spawn(*args: str, timeout: float = 120) -> pexpect.spawn:
     if not MEDTUNE.exists():
         pytest.skip(f"{MEDTUNE} not installed (make setup)")
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TERM": "xterm", "HOME": str(Path.home())}
+    # preexec_fn: a runner started in the background of a shell (nohup ... &) passes SIGINT on ignored, and Python
+    # then never raises KeyboardInterrupt; Ctrl-C must reach the chat as it does in a terminal
     return pexpect.spawn(str(MEDTUNE), ["chat", *args], encoding="utf-8", timeout=timeout, env=env,
-                         dimensions=(40, 200))
+                         dimensions=(40, 200), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def plain(text: str) -> str:

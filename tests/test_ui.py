@@ -178,7 +178,8 @@ def test_medtune_ui_serves_the_page_and_stops_on_ctrl_c(tiny_model_dir: Path) ->
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([str(MEDTUNE), "ui", "--model", str(tiny_model_dir), "--engine", "transformers",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+                            env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in test_chat.spawn
     try:
         deadline, page = time.monotonic() + 120, None
         while time.monotonic() < deadline and proc.poll() is None:
