@@ -14,11 +14,16 @@ dose tonight", "you can safely increase it to 40 mg", "for your 14 kg daughter, 
 case, 1000 mg twice a day", "she should have 240 mg". A second-person or imperative dose that says it is
 the label's (label, leaflet, the usual dose, most adults ...) passes unless something makes it personal
 (now, tonight, your pills, your child, in your case).
+
+The rule reads one sentence at a time, cut by the shared splitter (`data.sentences`), so "e.g." or "EE. UU."
+does not split the sentence and take the label words ("the usual dose") away from the dose they qualify.
 """
 
 from __future__ import annotations
 
 import re
+
+from medtune.data.sentences import sentences
 
 _UNIT = r"(?:mg|mcg|µg|g|ml|mls|units?|iu|tablets?|tabs?|pills?|capsules?|caps?|puffs?|drops?|teaspoons?|tsp)"
 _PERSONAL_DOSING = re.compile(
@@ -68,7 +73,7 @@ def _change_of_dose(text: str) -> bool:
 
 def gives_personal_dosing(text: str) -> bool:
     """True when the text tells the reader a dose to take that is theirs (not the label's), or prescribes."""
-    for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+    for sentence in sentences(text):
         if _change_of_dose(sentence):
             return True
         if not _DOSE.search(sentence):

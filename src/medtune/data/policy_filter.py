@@ -38,7 +38,7 @@ What it does not catch (known gaps, by design kept simple): impersonal diagnoses
 diagnoses ("you don't have cancer"), diagnoses after a time clause ("after the fall you have developed X"),
 drugs named only in lower case without a dose or a medicine word, and anything not in English. A few
 leaflet sentences are still taken as diagnoses ("You may have mild anemia."). User and system turns are
-never changed.
+never changed. Sentences are cut as the output guard cuts them (`data.sentences`: not at "e.g.", "Dr.", "U.S. or").
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ import re
 
 from medtune.data.dosing import gives_personal_dosing
 from medtune.data.formats import Conversation
+from medtune.data.sentences import sentences, split_sentences
 
 PERSONAL_DOSING = "personal_dosing"
 DIAGNOSES_ASKER = "diagnoses_asker"
 HEDGE = "Possible causes include {x}; only a clinician who examines you can tell."
 
-_SENTENCE_SPLIT = re.compile(r"((?<=[.!?])\s+|\n+)")
 _NEGATION = re.compile(r"\b(?:not|never|unable|cannot|unlikely|no longer)\b|n't\b", re.IGNORECASE)
 # a clause that makes what follows hypothetical or about someone else ("If you have chest pain, ...")
 _CONDITIONAL = re.compile(
@@ -133,7 +133,7 @@ def gives_personal_dosing_or_prescribing(text: str) -> bool:
     """The output guard's personal-dosing test, extended with doctor-chat prescription forms."""
     if gives_personal_dosing(text) or _EXTRA_DOSING.search(text):
         return True
-    return any(_gives_prescription(s) for s in _SENTENCE_SPLIT.split(text)[::2])
+    return any(_gives_prescription(s) for s in sentences(text))
 
 
 # ---- diagnosing the asker -----------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def check_assistant(text: str) -> str | None:
     text = _plain(text)
     if gives_personal_dosing_or_prescribing(text):
         return PERSONAL_DOSING
-    if any(_diagnosis(s) for s in _SENTENCE_SPLIT.split(text)[::2]):
+    if any(_diagnosis(s) for s in sentences(text)):
         return DIAGNOSES_ASKER
     return None
 
@@ -268,7 +268,7 @@ def _hedge_sentence(sentence: str) -> str | None:
 
 def rewrite_assistant(text: str) -> str | None:
     """Text with every diagnosing sentence hedged, or None when a sentence cannot be rewritten cleanly."""
-    parts = _SENTENCE_SPLIT.split(text)
+    parts = split_sentences(text)
     for k in range(0, len(parts), 2):
         new = _hedge_sentence(parts[k])
         if new is None:

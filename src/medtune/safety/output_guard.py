@@ -11,6 +11,8 @@ how). For that the guard is given what the user wrote (`user_text`); without it,
 
 The unit is the sentence (split_sentences: end punctuation or a line break, but not after a short list of
 abbreviations such as "e.g.", "Dr.", "EE. UU.", "z. B."); a cut or dropped sentence takes its whitespace with it.
+The splitter lives in `data.sentences`, shared with the dosing rule and the training-data policy filter, and is
+re-exported here with its abbreviation lists.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from dataclasses import dataclass, field
 
 from medtune.data.dosing import gives_personal_dosing
 from medtune.data.phi import scrub
+from medtune.data.sentences import ABBREVIATIONS as ABBREVIATIONS
+from medtune.data.sentences import ABBREVIATIONS_AT_END as ABBREVIATIONS_AT_END
+from medtune.data.sentences import split_sentences
 from medtune.safety import crisis_line
 from medtune.safety.policy import DISCLAIMER, Contacts, message
 
@@ -29,23 +34,6 @@ _HAS_DISCLAIMER = re.compile(
     r"\bsee (?:a|your) (?:doctor|clinician|gp|healthcare provider|health care provider)\b",
     re.IGNORECASE,
 )
-_SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\n+)")  # captured: split keeps the whitespace
-# No sentence ends right after these (split_sentences). Case matters: "d." (d. h.) never ends a sentence, "D."
-# (vitamin D.) may. The first word of a spaced one ("EE." of "EE. UU.", "p." of "p. ej.") does not end one either.
-ABBREVIATIONS: tuple[str, ...] = ("Dr.", "Dra.", "Mr.", "Mrs.", "Ms.", "e.g.", "i.e.", "approx.", "p. ej.", "p. ex.",
-                                  "z. B.", "z.B.", "d. h.", "u. a.")
-# ... and these do unless the next word starts in lower case or a digit ("in the U.S. Call 911", "en EE. UU. o al 112").
-ABBREVIATIONS_AT_END: tuple[str, ...] = ("U.S.", "EE. UU.")
-
-
-def _ends_with(forms: tuple[str, ...]) -> re.Pattern[str]:
-    alternatives = sorted(forms, key=len, reverse=True)
-    return re.compile(r"(?<![\w.])(?:" + "|".join(map(re.escape, alternatives)) + r")$")
-
-
-_HEADS = tuple(f[: i + 1] for f in ABBREVIATIONS + ABBREVIATIONS_AT_END for i in range(len(f)) if f.startswith(". ", i))
-_JOINS = _ends_with(ABBREVIATIONS + _HEADS)
-_JOINS_BEFORE_LOWER = _ends_with(ABBREVIATIONS_AT_END)
 CARE_NOTE_CATEGORIES = ("stop_medication", "diagnosis_request")  # a note before the answer
 CLOSING_NOTE_CATEGORIES = ("medication_info",)  # a note after it: label information, then who checks it for you
 
@@ -64,24 +52,6 @@ def check_answer(answer: str, category: str = "benign", contacts: Contacts | Non
     release = SentenceRelease(category, contacts, lang, user_text=user_text)
     text = "".join(release.feed(answer) + release.finish())
     return CheckedAnswer(text.strip(), release.changes)
-
-
-def split_sentences(text: str) -> list[str]:
-    """`text` as sentence, whitespace, sentence, ..., sentence (the last one unfinished or ""), as
-    `_SENTENCE_END.split` gives it, but not split inside or right after an abbreviation (ABBREVIATIONS; those in
-    ABBREVIATIONS_AT_END only when the next word starts in lower case or with a digit), nor rejoined across a line
-    break. Why: the guard judges one sentence at a time, and half a sentence loses the words it is judged by
-    ("If it is an emergency in EE." / "UU. call 988." reads as a crisis line with no emergency, and is dropped)."""
-    parts = _SENTENCE_END.split(text)
-    out = parts[:1]
-    for gap, nxt in zip(parts[1::2], parts[2::2]):
-        before = out[-1]
-        if "\n" not in gap and (_JOINS.search(before) or (
-                _JOINS_BEFORE_LOWER.search(before) and (nxt[:1].islower() or nxt[:1].isdigit()))):
-            out[-1] = before + gap + nxt
-        else:
-            out += [gap, nxt]
-    return out
 
 
 def filter_sentence(sentence: str, lang: str = "en") -> tuple[str, list[str]]:
