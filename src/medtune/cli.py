@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--suite safety: score the guard alone on --split (and the held-out consumer questions) "
                          "and load no model; the whole-assistant and model-without-guard figures are skipped. Use "
                          "it for a guard release check (--suite safety --split sealed --guard-only): on the sealed "
-                         "split about 1 minute instead of ~12 with the model's answers. Not with --model or --base")
+                         "split about 20 seconds instead of ~12 minutes with the model's answers. Not with --model or "
+                         "--base")
     ev.add_argument("--limit", type=int, help="score at most N rows per file")
     ev.add_argument("--endpoint", metavar="URL", help="score an OpenAI-compatible server instead of a local model "
                     "(medtune serve, llama.cpp, vLLM, Ollama): open QA (ROUGE/BLEU/format), multiple choice by "
