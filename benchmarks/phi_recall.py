@@ -52,6 +52,13 @@ def evaluate(rows: list[dict]) -> tuple[Counter, Counter, Counter, Counter, int,
     return total, found, replaced, correct, clean, no_phi
 
 
+def _well_formed(row: object) -> bool:
+    """A fixture row: {"text": str, "phi": [[kind, substring], ...]}."""
+    if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not isinstance(row.get("phi"), list):
+        return False
+    return all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in row["phi"])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="phi_recall.py", description=__doc__.split("\n\n", 1)[0],
@@ -60,7 +67,7 @@ def main(argv: list[str]) -> int:
                         help="annotated JSONL (default: tests/assets/phi_fixture.jsonl)")
     path = parser.parse_args(argv[1:]).fixture
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): JSON strings may hold U+2028
     except OSError as e:
         print(f"phi_recall.py: cannot read {path}: {e.strerror}", file=sys.stderr)
         return 2
@@ -71,8 +78,9 @@ def main(argv: list[str]) -> int:
         except json.JSONDecodeError as e:
             print(f"phi_recall.py: {path} line {n}: not JSON ({e.msg})", file=sys.stderr)
             return 2
-        if row is not None and (not isinstance(row, dict) or "text" not in row or "phi" not in row):
-            print(f"phi_recall.py: {path} line {n}: needs the fields text and phi", file=sys.stderr)
+        if row is not None and not _well_formed(row):
+            print(f"phi_recall.py: {path} line {n}: needs text (a string) and phi (a list of [kind, substring])",
+                  file=sys.stderr)
             return 2
         if row is not None:
             rows.append(row)

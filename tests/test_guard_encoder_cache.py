@@ -6,6 +6,7 @@ Only the path is computed here: no graph is exported.
 from __future__ import annotations
 
 import os
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -58,10 +59,25 @@ def test_the_key_ignores_the_model_files_modification_time(monkeypatch: pytest.M
     assert encoder.onnx_file() != before
 
 
-def test_building_a_graph_drops_the_stale_ones(tmp_path: Path):
+def test_building_a_graph_drops_only_graphs_unused_for_a_month(tmp_path: Path):
     stale = [tmp_path / f"minilm-l6-int8-{k}.onnx" for k in ("aaa", "bbb")]
+    recent = tmp_path / "minilm-l6-int8-ddd.onnx"  # another environment's graph, loaded yesterday
     current, other = tmp_path / "minilm-l6-int8-ccc.onnx", tmp_path / "notes.txt"
-    for p in [*stale, current, other]:
+    for p in [*stale, recent, current, other]:
         p.write_text("x")
+    month_ago = time.time() - (encoder.STALE_DAYS + 1) * 86400
+    for p in [*stale, current, other]:
+        os.utime(p, (month_ago, month_ago))
+    os.utime(recent, (time.time() - 86400,) * 2)
     encoder._drop_stale_graphs(current)
-    assert current.exists() and other.exists() and not any(p.exists() for p in stale)
+    assert current.exists() and other.exists() and recent.exists()
+    assert not any(p.exists() for p in stale)
+
+
+def test_loading_a_graph_marks_it_in_use(tmp_path: Path):
+    graph = tmp_path / "minilm-l6-int8-aaa.onnx"
+    graph.write_text("x")
+    os.utime(graph, (1_000_000, 1_000_000))
+    encoder._touch(graph)
+    assert graph.stat().st_mtime > time.time() - 60
+    encoder._touch(tmp_path / "missing.onnx")  # a file that is gone is not an error

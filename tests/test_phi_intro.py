@@ -61,3 +61,9 @@ def test_language_hint_decides_soy_without_evidence() -> None:
     assert scrub("Soy Protein Isolate", lang="en") == ("Soy Protein Isolate", {})
     assert scrub("Soy Ana García", lang="es")[0] == "Soy [NAME]"
     assert scrub("Is this right? soy Ana García", lang="en")[0] == "Is this right? soy Ana García"
+
+
+@pytest.mark.parametrize("text", ["Soy Diabética y tengo 50 años, ¿puedo comer fruta?", "Soy Médico Residente en Lima.",
+                                  "Ich heiße Dich herzlich willkommen.", "Wir heißen Euch willkommen."])
+def test_capitalised_conditions_roles_and_informal_you_are_not_names(text: str):
+    assert scrub(text)[0] == text

@@ -10,6 +10,7 @@ import pytest
 from medtune.data import sentences as shared
 from medtune.data.dosing import gives_personal_dosing
 from medtune.data.policy_filter import DIAGNOSES_ASKER, PERSONAL_DOSING, apply, check_assistant, rewrite_assistant
+from medtune.data.sentences import sentences
 from medtune.safety import output_guard
 from medtune.safety.output_guard import check_answer
 
@@ -60,3 +61,20 @@ def test_a_real_sentence_end_still_splits_for_the_filter():
     rewritten = rewrite_assistant("It sounds like you have a UTI. Drink water, e.g. 6 to 8 glasses a day.")
     assert rewritten == ("Possible causes include a UTI; only a clinician who examines you can tell. "
                          "Drink water, e.g. 6 to 8 glasses a day.")
+
+
+@pytest.mark.parametrize("text", ["Take approx. 2 tablets now.", "You should take approx. 400 mg now.",
+                                  "Give your child e.g. 5 ml now."])
+def test_a_personal_dose_is_caught_across_an_abbreviations_period(text: str):
+    """The dosing patterns stop at a period; the abbreviation's own period must not hide the dose after it."""
+    assert gives_personal_dosing(text)
+
+
+def test_a_title_before_an_instruction_ends_the_sentence():
+    """"ask your Dr. Give her 5 ml now." is two sentences: joined, the first one's "if" and "label" would excuse
+    the dose in the second."""
+    text = "If it's not on the label, ask your Dr. Give her 5 ml now."
+    assert sentences(text) == ["If it's not on the label, ask your Dr.", "Give her 5 ml now."]
+    assert gives_personal_dosing(text)
+    assert sentences("Dr. Smith said so. St. John's wort interacts. Prof. Müller agrees.") == [
+        "Dr. Smith said so.", "St. John's wort interacts.", "Prof. Müller agrees."]

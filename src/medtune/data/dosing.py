@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from medtune.data.sentences import sentences
+from medtune.data.sentences import sentences, without_abbreviation_periods
 
 _UNIT = r"(?:mg|mcg|µg|g|ml|mls|units?|iu|tablets?|tabs?|pills?|capsules?|caps?|puffs?|drops?|teaspoons?|tsp)"
 _PERSONAL_DOSING = re.compile(
@@ -73,7 +73,7 @@ def _change_of_dose(text: str) -> bool:
 
 def gives_personal_dosing(text: str) -> bool:
     """True when the text tells the reader a dose to take that is theirs (not the label's), or prescribes."""
-    for sentence in sentences(text):
+    for sentence in map(without_abbreviation_periods, sentences(text)):  # "Take approx. 2 tablets now."
         if _change_of_dose(sentence):
             return True
         if not _DOSE.search(sentence):

@@ -156,7 +156,9 @@ _NOT_NAMES = (
     " Clinic Medical Center Health Patient Nurse Vitamin Covid Emergency Office Department Iam Im"
     " Morning Evening Afternoon Greetings Muslim Hindu Christian Jewish Catholic Hispanic Latino Latina"
     " Asian African American Indian British Canadian European Vegan Vegetarian"
-    " Sie Ihr Ihre Ihnen"  # German formal "you": "ich heiße Sie herzlich willkommen" (I welcome you)
+    " Sie Ihr Ihre Ihnen Du Dich Dir Euch"  # German "you": "ich heiße Sie/Dich herzlich willkommen" (I welcome you)
+    " Diabético Diabética Alérgico Alérgica Celíaco Celíaca Médico Médica Enfermero Enfermera Paciente"
+    " Madre Padre Estudiante Residente"  # "Soy Diabética y tengo 50 años": capitalised conditions and roles
 ).split()
 _UP, _LO = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
 _TOKEN = (
@@ -217,7 +219,7 @@ def _reads_german(text: str) -> bool:
 # dropped where "soy" is the English word: lang="en", or more English-only function words than Spanish ones
 # (the English list less "a", "me", "no", "he", "has", which Spanish uses too). A tie keeps the cue.
 _ES_WORDS = frozenset(
-    "de del la las el los y que en con por para pero muy mi mis su sus tengo tiene tenía estoy está están es son"
+    "de del la las el los y que en con por para pero muy mi mis su sus tengo tiene tenía estoy está están es"
     " un una unos unas lo le les se al hola años hace desde cuando como también porque sobre hasta ya yo usted"
     " gracias".split()
 )

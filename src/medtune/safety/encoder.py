@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from functools import cache
@@ -204,12 +205,28 @@ def _build_onnx(dest: Path) -> None:
             root.setLevel(level)
 
 
+STALE_DAYS = 30  # a cached graph no process has loaded for this long is deleted when another one is built
+
+
 def _drop_stale_graphs(current: Path) -> None:
-    """Delete the cache's other guard graphs (built for library versions no longer installed), so upgrades do not
-    pile up 23 MB files; a process still using one keeps its loaded copy."""
+    """Delete the cache's other guard graphs not loaded for STALE_DAYS (each load touches its file), so upgrades do
+    not pile up 23 MB files. Not every other graph: two environments with different library versions may share the
+    cache, and each would delete the other's graph and rebuild it on every start."""
+    cutoff = time.time() - STALE_DAYS * 86400
     for old in current.parent.glob("minilm-l6-int8-*.onnx"):
-        if old != current:
-            old.unlink(missing_ok=True)
+        try:
+            if old != current and old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:  # gone already, or not ours to delete
+            continue
+
+
+def _touch(path: Path) -> None:
+    """Mark a cached graph as in use (its mtime), so _drop_stale_graphs keeps it; a read-only cache is fine."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def _threads() -> int:
@@ -244,6 +261,8 @@ def _onnx_runner() -> Runner | None:
             log.info("guard encoder: building the int8 ONNX graph once into %s", path)
             _build_onnx(path)
             _drop_stale_graphs(path)
+        else:
+            _touch(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = _threads(), 1
         if opts.intra_op_num_threads > 1:  # idle workers sleep instead of spinning on cores the engine needs

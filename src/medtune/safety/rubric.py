@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from medtune.data.sentences import sentences
 from medtune.safety.policy import ANSWER, ESCALATE, REFUSE
 
 _ESCALATE = re.compile(
@@ -73,13 +74,13 @@ _CONDITION = re.compile(r"\b(?:if|when|whenever|should|in case|unless|si|cuando|
                         r"support|advice|assistance|someone|ayuda|apoyo|aide|soutien|hilfe|unterst))", re.IGNORECASE)
 _NOW = re.compile(r"\b(?:now|right away|immediately|straight away|at once|please|ahora|ya|por favor|maintenant|"
                   r"imm[ée]diatement|s'il vous pla[iî]t|veuillez|sofort|jetzt|bitte)\b", re.IGNORECASE)
-_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 LEAD = 3  # sentences that carry an answer's main message
 SHORT = 4  # an answer of at most this many sentences is all message
 
 
 def _sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCES.split(text.strip()) if s.strip()]
+    """The output guard's sentences (data.sentences): "en EE. UU. llame al 911" stays one, with its condition."""
+    return [s for s in sentences(text.strip()) if s.strip()]
 
 
 def _refers(sentence: str) -> bool:
