@@ -308,11 +308,21 @@ def encode(texts: list[str], *, batch_size: int = 64) -> np.ndarray:
     return out
 
 
+def _fits_one_window(text: str) -> bool:
+    """True when `text` is at most MAX_TOKENS tokens (special tokens included); counts no further than that."""
+    return len(_tokenizer()(text, truncation=True, max_length=MAX_TOKENS + 1)["input_ids"]) <= MAX_TOKENS
+
+
 def windows(text: str, *, words: int = 60, limit: int = 16) -> list[str]:
     """Split long text into overlapping word windows (at most `limit`, head and tail kept), each under
-    MAX_TOKENS, so a dangerous sentence at the end of a long message is still seen."""
+    MAX_TOKENS, so a dangerous sentence at the end of a long message is still seen.
+
+    Text that fits in one window (MAX_TOKENS tokens) stays whole, however many words it has: that is how the
+    classifier was fitted (guard/build.py encodes each prompt as one window), and a 70-word message split into a
+    60-word and a 25-word window cost two padded encoder rows instead of one and gave the message two chances at
+    a false alarm."""
     toks = text.split()
-    if len(toks) <= words:
+    if len(toks) <= words or _fits_one_window(text):
         return [text]
     step = words * 3 // 4
     starts = list(range(0, len(toks) - words // 4, step))
