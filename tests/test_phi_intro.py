@@ -67,3 +67,23 @@ def test_language_hint_decides_soy_without_evidence() -> None:
                                   "Ich heiße Dich herzlich willkommen.", "Wir heißen Euch willkommen."])
 def test_capitalised_conditions_roles_and_informal_you_are_not_names(text: str):
     assert scrub(text)[0] == text
+
+
+@pytest.mark.parametrize(("text", "scrubbed"), [
+    ("Hola María, tengo fiebre desde ayer.", "Hola [NAME], tengo fiebre desde ayer."),
+    ("Bonjour Marie, merci.", "Bonjour [NAME], merci."),
+    ("Salut Paul!", "Salut [NAME]!"),
+    ("Meine Frau Anna hat seit gestern Fieber.", "Meine Frau [NAME] hat seit gestern Fieber."),
+    ("La Sra. Pérez toma metformina.", "La Sra. [NAME] toma metformina."),
+    ("Frau Schmidt nimmt Ramipril.", "Frau [NAME] nimmt Ramipril."),
+    ("Madame Dubois a 80 ans.", "Madame [NAME] a 80 ans."),
+])
+def test_spanish_french_german_greetings_and_honorifics_are_name_cues(text: str, scrubbed: str):
+    assert scrub(text)[0] == scrubbed
+
+
+@pytest.mark.parametrize("text", ["Bonjour Docteur, j'ai mal à la tête.", "Hallo Leute, ich habe Husten.",
+                                  "Guten Tag Herr Doktor, mein Sohn hat Fieber.", "Meine Frau hat Fieber.",
+                                  "Buenos días doctora, tengo tos.", "Señor, tengo dolor de pecho."])
+def test_greeting_a_doctor_or_everyone_names_no_one(text: str):
+    assert scrub(text)[0] == text

@@ -159,6 +159,7 @@ _NOT_NAMES = (
     " Sie Ihr Ihre Ihnen Du Dich Dir Euch"  # German "you": "ich heiße Sie/Dich herzlich willkommen" (I welcome you)
     " Diabético Diabética Alérgico Alérgica Celíaco Celíaca Médico Médica Enfermero Enfermera Paciente"
     " Madre Padre Estudiante Residente"  # "Soy Diabética y tengo 50 años": capitalised conditions and roles
+    " Doktor Doktorin Docteur Doctora Leute Zusammen Amigos Todos"  # "Hallo Doktor,", "Hallo Leute,", "Hola Todos,"
 ).split()
 _UP, _LO = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
 _TOKEN = (
@@ -257,8 +258,10 @@ def _name_rule(*, im: bool, soy: bool) -> re.Pattern[str]:
     Spanish "soy" is a cue (not in English text: see _reads_english)."""
     im_cue = r"[Ii]m|" if im else ""
     return re.compile(
-        r"(?:\b(?:[Mm]rs?|M[sx]|Miss|[Dd]r|[Pp]rof)\.?[ \t]+|\b(?:[Dd]octor|[Pp]rofessor)[ \t]+"  # honorific;
+        r"(?:\b(?:[Mm]rs?|M[sx]|Miss|[Dd]r|[Pp]rof|Sra?|Mme|Mlle)\.?[ \t]+"  # honorific;
+        r"|\b(?:[Dd]octor|[Pp]rofessor)[ \t]+"
         # "doctor." ends a sentence ("Talk to your doctor. Find out …"), so the long forms take no period
+        r"|\b(?:Herr|Frau|Se[ñn]ora?|Monsieur|Madame)[ \t]+"  # es/fr/de honorifics: "Frau Schmidt", "Sra. Pérez"
         rf"|\b(?:[Mm]y (?:full )?name is|[Mm]y name's|[Nn]ame is|[Tt]his is|I am|I['’]m|{im_cue}[Cc]all me"
         r"|[Mm]e llamo|[Mm]i nombre es|[Jj]e m['’]appelle|[Mm]on nom est|[Ii]ch hei(?:ß|ss)e|[Mm]ein [Nn]ame ist)"
         r"[ \t]+"  # self-introduction (English, Spanish, French, German)
@@ -271,7 +274,8 @@ def _name_rule(*, im: bool, soy: bool) -> re.Pattern[str]:
         r"|\b[Mm]y name is[ \t]+(?!(?:not|a|an|the|withheld|private|confidential|anonymous)\b)"
         rf"(?P<v2>[{_LO}]+(?:[ \t]+(?!(?:and|i|im|from|aged?|am|my|with|but|so|is|was)\b)[{_LO}]+)?)"
         rf"|(?:^|(?<=[\n.!?]))[ \t]*-{{1,2}}[ \t]*(?P<v3>{_FULL})(?=[ \t]*(?:\n|$))"  # "- Anna" ends a line
-        rf"|\b(?:[Hh]i|[Hh]ello|[Hh]ey|[Dd]ear)[ \t]+(?P<v4>{_FULL})(?=[ \t]*[,!\n])"  # greeting
+        rf"|\b(?:[Hh]i|[Hh]ello|[Hh]ey|[Dd]ear|[Hh]ola|[Bb]uenos d[íi]as|[Bb]onjour|[Ss]alut|[Hh]allo|[Gg]uten [Tt]ag)"
+        rf"[ \t]+(?P<v4>{_FULL})(?=[ \t]*[,!\n])"  # greeting (en, es, fr, de)
         + (rf"|\b[Ss]oy[ \t]+(?P<v5>{_TOKEN}(?:[ \t]+{_TOKEN}){{1,2}}"  # "soy Ana García"
            rf"|{_TOKEN}(?=[ \t]*,?[ \t]+(?:y[ \t]+)?tengo\b))" if soy else "")  # "soy Ana y tengo"
     )
