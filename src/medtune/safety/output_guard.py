@@ -11,8 +11,8 @@ how). For that the guard is given what the user wrote (`user_text`); without it,
 
 The unit is the sentence (split_sentences: end punctuation or a line break, but not after a short list of
 abbreviations such as "e.g.", "Dr.", "EE. UU.", "z. B."); a cut or dropped sentence takes its whitespace with it.
-The splitter lives in `data.sentences`, shared with the dosing rule and the training-data policy filter, and is
-re-exported here with its abbreviation lists.
+The splitter lives in `data.sentences`, shared with the dosing rule, the training-data policy filter and the
+answer rubric.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 
 from medtune.data.dosing import gives_personal_dosing
 from medtune.data.phi import scrub
-from medtune.data.sentences import ABBREVIATIONS as ABBREVIATIONS
-from medtune.data.sentences import ABBREVIATIONS_AT_END as ABBREVIATIONS_AT_END
 from medtune.data.sentences import split_sentences
 from medtune.safety import crisis_line
 from medtune.safety.policy import DISCLAIMER, Contacts, message
